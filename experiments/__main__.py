@@ -27,7 +27,9 @@ from experiments import EXPERIMENTS
 def load(name: str) -> types.ModuleType:
     """Import the experiment module registered under ``name``."""
     if name not in EXPERIMENTS:
-        raise SystemExit(f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}")
+        raise SystemExit(
+            f"unknown experiment {name!r}; available: {', '.join(sorted(EXPERIMENTS))}"
+        )
     return importlib.import_module(EXPERIMENTS[name])
 
 
@@ -67,9 +69,7 @@ def apply_overrides(config: Any, overrides: list[str]) -> Any:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         if key not in fields:
-            raise SystemExit(
-                f"unknown config field {key!r}; fields: {', '.join(sorted(fields))}"
-            )
+            raise SystemExit(f"unknown config field {key!r}; fields: {', '.join(sorted(fields))}")
         try:
             changes[key] = _parse_value(value, hints.get(key, str), getattr(config, key))
         except (ValueError, json.JSONDecodeError) as err:
@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workdir", default=None, help="run folder (default runs/<name>/<time>)")
     run.add_argument("--smoke", action="store_true", help="use the tiny smoke-test config")
     run.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config field (repeatable)",
     )
     args = parser.parse_args(argv)
