@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "check_floating",
     "check_in",
     "check_int",
     "check_key",
@@ -26,7 +27,6 @@ __all__ = [
     "check_positive",
     "check_probability",
     "check_shape",
-    "check_floating",
 ]
 
 

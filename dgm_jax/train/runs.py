@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_run_dir", "save_config", "save_metrics", "load_config", "to_jsonable"]
+__all__ = ["load_config", "make_run_dir", "save_config", "save_metrics", "to_jsonable"]
 
 
 def make_run_dir(experiment: str, workdir: str | os.PathLike | None = None) -> Path:
