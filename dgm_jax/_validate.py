@@ -31,7 +31,14 @@ __all__ = [
 
 
 def _is_traced(x: Any) -> bool:
-    return isinstance(x, jax.core.Tracer)
+    """True for abstract values inside jit/vmap/grad, whose value is unknown."""
+    if isinstance(x, (int, float, np.ndarray, np.generic)):
+        return False
+    try:
+        np.asarray(x)  # concrete jax arrays convert; tracers refuse
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return True
+    return False
 
 
 def check_number(name: str, value: Any) -> None:
