@@ -12,5 +12,6 @@ Each experiment module ``experiments/<name>.py`` defines:
 """
 
 EXPERIMENTS: dict[str, str] = {
+    "mnist_classifier": "experiments.mnist_classifier",
     "two_moons_diffusion": "experiments.two_moons_diffusion",
 }
