@@ -34,7 +34,7 @@ _SUBPACKAGES = (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dgm_jax import data, diffusion, mcmc, metrics, nn, train, types, viz  # noqa: F401
+    from dgm_jax import data, diffusion, mcmc, metrics, nn, sde, train, types, viz  # noqa: F401
 
 
 def __getattr__(name: str):

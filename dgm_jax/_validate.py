@@ -27,10 +27,11 @@ __all__ = [
     "check_positive",
     "check_probability",
     "check_shape",
+    "is_traced",
 ]
 
 
-def _is_traced(x: Any) -> bool:
+def is_traced(x: Any) -> bool:
     """True for abstract values inside jit/vmap/grad, whose value is unknown."""
     if isinstance(x, (int, float, np.ndarray, np.generic)):
         return False
@@ -65,7 +66,7 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
     Traced values pass through unchecked: their value is unknown before run time.
     """
     check_number(name, value)
-    if _is_traced(value):
+    if is_traced(value):
         return
     v = float(value)
     ok = (v >= 0.0 if allow_zero else v > 0.0) and math.isfinite(v)
@@ -77,7 +78,7 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
 def check_probability(name: str, value: Any, *, open_left: bool = False) -> None:
     """Raise unless ``value`` lies in [0, 1] (or (0, 1] with ``open_left``)."""
     check_number(name, value)
-    if _is_traced(value):
+    if is_traced(value):
         return
     v = float(value)
     lo_ok = v > 0.0 if open_left else v >= 0.0
