@@ -13,5 +13,6 @@ Each experiment module ``experiments/<name>.py`` defines:
 
 EXPERIMENTS: dict[str, str] = {
     "mnist_classifier": "experiments.mnist_classifier",
+    "mcmc_silent_failures": "experiments.mcmc_silent_failures",
     "two_moons_diffusion": "experiments.two_moons_diffusion",
 }
