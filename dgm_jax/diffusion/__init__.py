@@ -21,6 +21,21 @@ from dgm_jax.diffusion.ddpm import (
     predict_eps_and_x0,
     q_sample,
 )
+from dgm_jax.diffusion.dpm_solver import dpm_solver_pp_sample
+from dgm_jax.diffusion.edm import (
+    DenoiseFn,
+    denoiser_from_model,
+    edm_heun_sample,
+    edm_sigmas,
+    round_sigmas,
+    schedule_sigmas,
+)
+from dgm_jax.diffusion.guidance import (
+    CondModelFn,
+    classifier_free_guidance,
+    classifier_guidance,
+    drop_labels,
+)
 from dgm_jax.diffusion.schedules import (
     DiscreteSchedule,
     cosine_schedule,
@@ -32,17 +47,28 @@ from dgm_jax.diffusion.schedules import (
 
 __all__ = [
     "PREDICTIONS",
+    "CondModelFn",
+    "DenoiseFn",
     "DiscreteSchedule",
     "ancestral_sample",
+    "classifier_free_guidance",
+    "classifier_guidance",
     "cosine_schedule",
     "ddim_invert",
     "ddim_sample",
     "ddim_timesteps",
     "ddpm_loss",
+    "denoiser_from_model",
+    "dpm_solver_pp_sample",
+    "drop_labels",
+    "edm_heun_sample",
+    "edm_sigmas",
     "linear_schedule",
     "predict_eps_and_x0",
     "q_sample",
+    "round_sigmas",
     "schedule_from_alpha_bars",
     "schedule_from_betas",
+    "schedule_sigmas",
     "sigmoid_schedule",
 ]
