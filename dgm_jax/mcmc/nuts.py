@@ -22,6 +22,15 @@ sub-subtree): the sub-subtrees that end at leaf ``n`` are those of sizes ``2^1 .
 with ``t`` the number of trailing one bits of ``n``; the checkpoint of a sub-subtree
 starting at an even leaf ``m`` is kept in slot ``popcount(m)``.
 
+The random numbers of the tree (the direction and merge draw of every doubling and
+one uniform per leaf) are the outputs of the counter-based Threefry-2x32 generator
+(Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011) under a key
+drawn once per transition, with the (doubling, leaf) indices as counters: the same
+numbers as ``jax.random.fold_in``, computed as one fused elementwise expression
+instead of ``jax.random``'s rolled loop (which on CPU cost more than the rest of a
+leaf). For targets of a few dimensions the U-turn dot products are written out
+coordinate by coordinate for the same reason.
+
 Examples:
     >>> import jax, jax.numpy as jnp
     >>> kernel = nuts(lambda x: -0.5 * jnp.sum(x**2), step_size=0.5,
@@ -91,7 +100,7 @@ class _Subtree(NamedTuple):
     is_turning: Any  # bool, a sub-subtree made a U-turn
     is_divergent: Any  # bool, a leaf diverged
     sum_acceptance: Any  # sum of min(1, exp(H0 - H)) over the leaves
-    key: Any  # PRNG key for the progressive sampling
+    uniform: Any  # U[0, 1) draw for the next leaf's progressive sampling
 
 
 class _Trajectory(NamedTuple):
@@ -106,7 +115,6 @@ class _Trajectory(NamedTuple):
     sum_acceptance: Any  # over all new leaves
     num_leaves: Any  # int32, new leaves integrated
     is_accepted: Any  # bool, the sample moved away from the start
-    key: Any  # PRNG key
 
 
 def init(position: Any, logdensity_fn: Callable) -> NUTSState:
@@ -116,6 +124,52 @@ def init(position: Any, logdensity_fn: Callable) -> NUTSState:
 
 def _is_turning(velocity_a: Any, velocity_b: Any, momentum_sum: Any) -> Any:
     return (jnp.dot(velocity_a, momentum_sum) <= 0) | (jnp.dot(velocity_b, momentum_sum) <= 0)
+
+
+# Threefry-2x32 with 20 rounds (Salmon et al. 2011, table 4): rotation constants of the
+# eight rounds between key injections and the key-schedule parity constant.
+_THREEFRY_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
+_THREEFRY_PARITY = 0x1BD11BDA
+
+# Below this many dimensions the U-turn dot products against the (max_depth, d)
+# checkpoints are unrolled over coordinates: XLA then fuses them into one elementwise
+# kernel, where a reduction over a minor axis of size 2 was the most expensive
+# operation of a leaf on CPU.
+_UNROLL_MAX_DIMS = 8
+
+
+def _threefry2x32(key_words: Any, counter_hi: Any, counter_lo: Any) -> tuple[Any, Any]:
+    """Threefry-2x32-20 of the counter ``(counter_hi, counter_lo)`` under ``key_words``.
+
+    Args:
+        key_words: ``(2,)`` uint32 key.
+        counter_hi, counter_lo: uint32 arrays (broadcast together).
+
+    Returns:
+        The two uint32 output words.
+    """
+    k0, k1 = key_words[0], key_words[1]
+    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(_THREEFRY_PARITY))
+    x0, x1 = counter_hi + k0, counter_lo + k1
+    for injection in range(1, 6):
+        offset = 4 * ((injection - 1) % 2)
+        for r in _THREEFRY_ROTATIONS[offset : offset + 4]:
+            x0 = x0 + x1
+            x1 = (x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))
+            x1 = x1 ^ x0
+        x0 = x0 + schedule[injection % 3]
+        x1 = x1 + schedule[(injection + 1) % 3] + jnp.uint32(injection)
+    return x0, x1
+
+
+def _uniform(words: tuple[Any, Any], dtype: Any) -> Any:
+    """``U[0, 1)`` draws from random uint32 words: 24 random bits (float32), or 53 bits
+    from both words as float64 when ``dtype`` has 64 bits."""
+    word_a, word_b = words
+    if jnp.finfo(dtype).bits > 32:
+        high = (word_a >> jnp.uint32(5)).astype(dtype) * 2.0**-27
+        return high + (word_b >> jnp.uint32(6)).astype(dtype) * 2.0**-53
+    return (word_a >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
 
 
 def nuts_transition(
@@ -139,8 +193,30 @@ def nuts_transition(
     energy0 = -state.logdensity + metric.kinetic_energy(momentum)
     start = IntegratorState(state.position, momentum, state.logdensity, state.logdensity_grad)
     slots = jnp.arange(max_tree_depth, dtype=jnp.int32)
+    # One key for all the tree's random numbers; counters (doubling, leaf) for the
+    # leaves and (2^31 + doubling, 0 or 1) for the doublings never collide (depth < 31).
+    # XLA recomputes an elementwise producer inside every fusion that consumes it, so
+    # the draws are materialised where they are cheap to read: all the doublings' draws
+    # before the loop, and each leaf's uniform one iteration ahead, in the loop state.
+    key_words = jax.random.bits(key_tree, (2,), jnp.uint32)
+    doubling_counter = jnp.uint32(2**31) + jnp.arange(max_tree_depth, dtype=jnp.uint32)
+    merge_uniforms = _uniform(_threefry2x32(key_words, doubling_counter, jnp.uint32(0)), dtype)
+    direction_words = _threefry2x32(key_words, doubling_counter, jnp.uint32(1))[0]
+    directions = jnp.where(direction_words >= jnp.uint32(2**31), 1, -1)
 
-    def build_subtree(key, edge, direction, depth):
+    def leaf_uniform(depth, leaf_index):
+        counter = (depth.astype(jnp.uint32), leaf_index.astype(jnp.uint32))
+        return _uniform(_threefry2x32(key_words, *counter), dtype)
+
+    def dot_rows(rows, vector):
+        """``rows @ vector`` for ``(max_depth, d)`` rows."""
+        if num_dims <= _UNROLL_MAX_DIMS:
+            return sum(rows[:, j] * vector[..., j] for j in range(num_dims))
+        if vector.ndim == 1:
+            return rows @ vector
+        return jnp.sum(rows * vector, axis=1)
+
+    def build_subtree(edge, direction, depth):
         size = jnp.left_shift(jnp.int32(1), depth)
         signed_step = jnp.where(direction > 0, step_size, -step_size)
 
@@ -148,24 +224,22 @@ def nuts_transition(
             return (s.num_leaves < size) & ~s.is_turning & ~s.is_divergent
 
         def body(s: _Subtree):
-            # One hash per leaf: fold the leaf index into the subtree's key (a split
-            # per leaf cost more than the gradient on low-dimensional targets).
-            key_sample = jax.random.fold_in(s.key, s.num_leaves)
             leaf = one_step(s.edge, signed_step)
             p = ravel_pytree(leaf.momentum)[0]
             v = metric.flat_velocity(leaf.momentum)
             energy = -leaf.logdensity + 0.5 * jnp.dot(p, v)  # K = p^T M^-1 p / 2
+            n = s.num_leaves
             delta = energy - energy0
             delta = jnp.where(jnp.isnan(delta), jnp.inf, delta)
             is_divergent = delta > divergence_threshold
             log_w = -delta
             log_weight = jnp.logaddexp(s.log_weight, log_w)
-            take = jax.random.uniform(key_sample, (), dtype) < jnp.exp(log_w - log_weight)
+            # uniform progressive sampling: one counter-based draw per leaf
+            take = s.uniform < jnp.exp(log_w - log_weight).astype(s.uniform.dtype)
             candidate = _Proposal(leaf.position, leaf.logdensity, leaf.logdensity_grad, energy)
             proposal = tree_where(take, candidate, s.proposal)
 
             momentum_sum = s.momentum_sum + p
-            n = s.num_leaves
             is_even = (n % 2) == 0
             slot_max = jax.lax.population_count(jnp.right_shift(n, 1))
             num_ending = jax.lax.population_count(jnp.bitwise_xor(n, n + 1)) - 1
@@ -174,8 +248,9 @@ def nuts_transition(
             ckpt_v = jnp.where(store, v[None, :], s.checkpoint_velocity)
             # trapezoidal sums: rho over leaves m..n is sum_{m..n} p - (p_m + p_n) / 2
             ckpt_r = jnp.where(store, (momentum_sum - 0.5 * p)[None, :], s.checkpoint_momentum_sum)
-            rho = (momentum_sum - 0.5 * p)[None, :] - ckpt_r
-            turning = (jnp.sum(ckpt_v * rho, axis=1) <= 0) | (rho @ v <= 0)
+            # checks happen at odd leaves only, where nothing is stored: use the old slots
+            rho = (momentum_sum - 0.5 * p)[None, :] - s.checkpoint_momentum_sum
+            turning = (dot_rows(s.checkpoint_velocity, rho) <= 0) | (dot_rows(rho, v) <= 0)
             check = ~is_even & (slots >= slot_min) & (slots <= slot_max)
             is_turning = jnp.any(turning & check)
             return _Subtree(
@@ -189,7 +264,7 @@ def nuts_transition(
                 is_turning=is_turning,
                 is_divergent=is_divergent,
                 sum_acceptance=s.sum_acceptance + jnp.minimum(1.0, jnp.exp(log_w)),
-                key=s.key,
+                uniform=leaf_uniform(depth, n + 1),
             )
 
         empty = _Subtree(
@@ -203,7 +278,7 @@ def nuts_transition(
             is_turning=jnp.zeros((), bool),
             is_divergent=jnp.zeros((), bool),
             sum_acceptance=jnp.zeros((), dtype),
-            key=key,
+            uniform=leaf_uniform(depth, jnp.int32(0)),
         )
         return jax.lax.while_loop(cond, body, empty)
 
@@ -211,15 +286,13 @@ def nuts_transition(
         return ~t.is_turning & ~t.is_divergent & (t.depth < max_tree_depth)
 
     def traj_body(t: _Trajectory):
-        key, key_direction, key_subtree, key_merge = jax.random.split(t.key, 4)
-        direction = jnp.where(jax.random.bernoulli(key_direction), 1, -1)
+        direction = directions[t.depth]
         edge = tree_where(direction > 0, t.right, t.left)
-        sub = build_subtree(key_subtree, edge, direction, t.depth)
+        sub = build_subtree(edge, direction, t.depth)
         valid = ~sub.is_turning & ~sub.is_divergent
         # biased progressive sampling: move to the subtree's candidate w.p. W_new / W_old
-        take = valid & (
-            jax.random.uniform(key_merge, (), dtype) < jnp.exp(sub.log_weight - t.log_weight)
-        )
+        u = merge_uniforms[t.depth]
+        take = valid & (u < jnp.exp(sub.log_weight - t.log_weight).astype(u.dtype))
         proposal = tree_where(take, sub.proposal, t.proposal)
         left = tree_where(direction > 0, t.left, sub.edge)
         right = tree_where(direction > 0, sub.edge, t.right)
@@ -242,7 +315,6 @@ def nuts_transition(
             sum_acceptance=t.sum_acceptance + sub.sum_acceptance,
             num_leaves=t.num_leaves + sub.num_leaves,
             is_accepted=t.is_accepted | take,
-            key=key,
         )
 
     trajectory = _Trajectory(
@@ -257,7 +329,6 @@ def nuts_transition(
         sum_acceptance=jnp.zeros((), dtype),
         num_leaves=jnp.int32(0),
         is_accepted=jnp.zeros((), bool),
-        key=key_tree,
     )
     t = jax.lax.while_loop(traj_cond, traj_body, trajectory)
     p = t.proposal

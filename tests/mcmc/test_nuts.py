@@ -164,3 +164,41 @@ def test_nuts_skewed_target(key):
     mean, var = 1 - np.euler_gamma, math.pi**2 / 6 - 1
     assert abs(x.mean() - mean) < 5 * math.sqrt(var / n)
     assert abs(x.var() / var - 1) < 5 * math.sqrt(3.19 / n)
+
+
+@pytest.mark.parametrize(
+    ("key_words", "counter", "expected"),
+    [
+        # Known-answer vectors of Threefry-2x32-20 from the Random123 distribution
+        # (Salmon et al. 2011): zero key and counter, all-ones, and the digits of pi.
+        ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+        ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 2, (0x1CB996FC, 0xBB002BE7)),
+        ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+    ],
+)
+def test_threefry_known_answers(key_words, counter, expected):
+    """The tree's counter-based generator is the standard Threefry-2x32-20."""
+    from dgm_jax.mcmc.nuts import _threefry2x32
+
+    words = _threefry2x32(
+        jnp.asarray(key_words, jnp.uint32), jnp.uint32(counter[0]), jnp.uint32(counter[1])
+    )
+    assert tuple(int(w) for w in words) == expected
+
+
+def test_leaf_uniforms_are_uniform():
+    """Counter-based U[0, 1) draws: 2^16 of them have mean 1/2 and variance 1/12 within
+    5 standard errors (SE of the mean sqrt(1/12/N), of the variance sqrt(1/180/N)), and
+    stay below 1."""
+    from dgm_jax.mcmc.nuts import _threefry2x32, _uniform
+
+    n = 2**16
+    words = _threefry2x32(
+        jnp.asarray([7, 11], jnp.uint32),
+        jnp.zeros(n, jnp.uint32),
+        jnp.arange(n, dtype=jnp.uint32),
+    )
+    u = np.asarray(_uniform(words, jnp.float32), np.float64)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    assert abs(u.var() - 1 / 12) < 5 * math.sqrt(1 / 180 / n)
