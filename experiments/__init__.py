@@ -15,4 +15,5 @@ EXPERIMENTS: dict[str, str] = {
     "mnist_classifier": "experiments.mnist_classifier",
     "mcmc_silent_failures": "experiments.mcmc_silent_failures",
     "two_moons_diffusion": "experiments.two_moons_diffusion",
+    "two_moons_samplers": "experiments.two_moons_samplers",
 }
