@@ -142,23 +142,6 @@ def _validate(config: Config) -> None:
         raise ValueError(f"pc_snr must be > 0, got {config.pc_snr}")
 
 
-def dsm_loss(net_fn, vp: sdes.SDE, key: jax.Array, x0: jax.Array, eps: float):
-    """Denoising score matching in noise-prediction form on a VP-type SDE.
-
-    ``t ~ U(eps, T)``, ``ε ~ N(0, I)``, ``x_t = m(t) x_0 + s(t) ε``, loss the mean of
-    ``(net_fn(x_t, t) − ε)²`` (Song et al. 2021, eq. 7, weighted by ``s(t)²``;
-    Ho et al. 2020's ε-parameterisation). Returns ``(loss, {"mse": loss})``.
-    """
-    key_t, key_noise = jax.random.split(key)
-    batch = x0.shape[0]
-    t = jax.random.uniform(key_t, (batch,), minval=eps, maxval=vp.T)
-    noise = jax.random.normal(key_noise, x0.shape, x0.dtype)
-    m, s = vp.marginal_fn(t)
-    x_t = m[:, None] * x0 + s[:, None] * noise
-    mse = jnp.mean((net_fn(x_t, t) - noise) ** 2)
-    return mse, {"mse": mse}
-
-
 def vp_discrete_schedule(vp: sdes.SDE, num_steps: int) -> diffusion.DiscreteSchedule:
     """DDPM schedule of the VP SDE on ``t_i = (i + 1) / N``: ``ᾱ_i = m(t_i)²``."""
     times = jnp.arange(1, num_steps + 1, dtype=jnp.float32) / num_steps
@@ -168,12 +151,7 @@ def vp_discrete_schedule(vp: sdes.SDE, num_steps: int) -> diffusion.DiscreteSche
 
 def score_from_noise(net, vp: sdes.SDE, params):
     """``score_fn(x, t) = −ε̂(x, t) / s(t)`` from the noise network (batch-first)."""
-
-    def score_fn(x, t):
-        _, s = vp.marginal_fn(t)
-        return -net.apply(params, x, t) / s[:, None]
-
-    return score_fn
+    return sdes.score_from_noise_prediction(lambda x, t: net.apply(params, x, t), vp)
 
 
 def _sampler_nfe(name: str, num_steps: int) -> int:
@@ -392,7 +370,7 @@ def run(config: Config = Config(), workdir: str | None = None) -> dict[str, Any]
     params = net.init(key_init, jnp.zeros((1, 2)), jnp.zeros(1))
 
     def loss_fn(params, key, batch):
-        return dsm_loss(lambda x, t: net.apply(params, x, t), vp, key, batch, config.eps)
+        return sdes.dsm_loss(lambda x, t: net.apply(params, x, t), vp, key, batch)
 
     learning_rate = optax.warmup_cosine_decay_schedule(
         0.0,

@@ -9,6 +9,8 @@
 * Samplers: :func:`sample_sde` with predictors :func:`euler_maruyama`,
   :func:`reverse_diffusion`, :func:`ancestral` and :func:`langevin_corrector`;
   :func:`sample_ode` on the probability-flow ODE.
+* Training: :func:`dsm_loss` (denoising score matching, noise or likelihood
+  weighting) and :func:`score_from_noise_prediction`.
 * Likelihood: :func:`ode_log_likelihood` (exact trace or Hutchinson) and
   :func:`bits_per_dim`.
 
@@ -35,6 +37,7 @@ from dgm_jax.sde.likelihood import (
     ode_log_likelihood,
     uniform_dequantization_offset,
 )
+from dgm_jax.sde.losses import dsm_loss, score_from_noise_prediction
 from dgm_jax.sde.samplers import (
     CorrectorFn,
     PredictorFn,
@@ -91,6 +94,7 @@ __all__ = [
     "bits_per_dim",
     "check_times",
     "dopri5",
+    "dsm_loss",
     "edm_sde",
     "edm_time_grid",
     "euler",
@@ -110,6 +114,7 @@ __all__ = [
     "rk_step",
     "sample_ode",
     "sample_sde",
+    "score_from_noise_prediction",
     "subvp_sde",
     "uniform_dequantization_offset",
     "uniform_time_grid",

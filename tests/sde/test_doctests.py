@@ -8,6 +8,7 @@ import pytest
 MODULES = [
     "dgm_jax.sde",
     "dgm_jax.sde.likelihood",
+    "dgm_jax.sde.losses",
     "dgm_jax.sde.samplers",
     "dgm_jax.sde.sdes",
     "dgm_jax.sde.solvers",
