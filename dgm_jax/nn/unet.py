@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -31,9 +32,10 @@ from dgm_jax.types import Array, Float, Int
 __all__ = ["UNET_MNIST_5M", "AttentionBlock", "ResBlock", "UNet"]
 
 
-def _group_norm(channels: int, max_groups: int) -> nn.GroupNorm:
-    # The largest number of groups <= max_groups that divides the width.
-    return nn.GroupNorm(num_groups=math.gcd(channels, max_groups))
+def _group_norm(channels: int, max_groups: int, dtype: Any = jnp.float32) -> nn.GroupNorm:
+    # The largest number of groups <= max_groups that divides the width. Flax computes the
+    # statistics in float32 whatever ``dtype`` is.
+    return nn.GroupNorm(num_groups=math.gcd(channels, max_groups), dtype=dtype)
 
 
 class ResBlock(nn.Module):
@@ -43,22 +45,25 @@ class ResBlock(nn.Module):
         channels: output width.
         dropout: dropout rate before the second convolution.
         norm_groups: maximum number of GroupNorm groups.
+        dtype: computation dtype (parameters stay float32).
     """
 
     channels: int
     dropout: float = 0.0
     norm_groups: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array, emb: Array, *, train: bool) -> Array:
-        h = nn.silu(_group_norm(x.shape[-1], self.norm_groups)(x))
-        h = nn.Conv(self.channels, (3, 3))(h)
-        h = h + nn.Dense(self.channels)(nn.silu(emb))[:, None, None, :]
-        h = nn.silu(_group_norm(self.channels, self.norm_groups)(h))
+        dt = self.dtype
+        h = nn.silu(_group_norm(x.shape[-1], self.norm_groups, dt)(x))
+        h = nn.Conv(self.channels, (3, 3), dtype=dt)(h)
+        h = h + nn.Dense(self.channels, dtype=dt)(nn.silu(emb))[:, None, None, :]
+        h = nn.silu(_group_norm(self.channels, self.norm_groups, dt)(h))
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = nn.Conv(self.channels, (3, 3))(h)
+        h = nn.Conv(self.channels, (3, 3), dtype=dt)(h)
         if x.shape[-1] != self.channels:
-            x = nn.Conv(self.channels, (1, 1))(x)
+            x = nn.Conv(self.channels, (1, 1), dtype=dt)(x)
         return x + h
 
 
@@ -68,16 +73,19 @@ class AttentionBlock(nn.Module):
     Attributes:
         num_heads: attention heads (must divide the width).
         norm_groups: maximum number of GroupNorm groups.
+        dtype: computation dtype (parameters stay float32).
     """
 
     num_heads: int = 1
     norm_groups: int = 32
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         batch, height, width, channels = x.shape
-        h = _group_norm(channels, self.norm_groups)(x).reshape(batch, height * width, channels)
-        h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h)
+        h = _group_norm(channels, self.norm_groups, self.dtype)(x)
+        h = h.reshape(batch, height * width, channels)
+        h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dtype=self.dtype)(h, h)
         return x + h.reshape(batch, height, width, channels)
 
 
@@ -101,6 +109,10 @@ class UNet(nn.Module):
         norm_groups: maximum number of GroupNorm groups (32 in the paper).
         time_scale: ``t`` is multiplied by this before the sinusoidal embedding (1 for
             integer steps, about 1000 for continuous times in [0, 1]).
+        dtype: computation dtype of the convolutions, dense layers and attention, e.g.
+            ``jnp.bfloat16`` for mixed precision on GPU; parameters, the sinusoidal
+            embedding and the normalisation statistics stay float32, and the output is
+            cast back to the dtype of ``x``. Default float32.
 
     On CPU, ``init`` is slow to compile for the larger configurations (Flax draws each
     parameter with its own random call); initialise once and checkpoint, or build the
@@ -125,6 +137,7 @@ class UNet(nn.Module):
     num_heads: int = 1
     norm_groups: int = 32
     time_scale: float = 1.0
+    dtype: Any = jnp.float32
 
     def _check(self, x, t, labels) -> None:
         if not self.channels or any(int(c) < 1 for c in self.channels):
@@ -174,19 +187,20 @@ class UNet(nn.Module):
         emb_dim = self.time_embedding_dim or 4 * ch0
         t = jnp.asarray(t, jnp.float32) * self.time_scale
         emb = sinusoidal_embedding(t, ch0 + ch0 % 2)  # the embedding needs an even width
-        emb = nn.Dense(emb_dim)(nn.silu(nn.Dense(emb_dim)(emb)))
+        dt = self.dtype
+        emb = nn.Dense(emb_dim, dtype=dt)(nn.silu(nn.Dense(emb_dim, dtype=dt)(emb)))
         if self.num_classes is not None:
             if labels is None:
                 labels = jnp.full((x.shape[0],), self.num_classes, jnp.int32)
-            emb = emb + nn.Embed(self.num_classes + 1, emb_dim)(labels)
+            emb = emb + nn.Embed(self.num_classes + 1, emb_dim, dtype=dt)(labels)
 
         def block(h, width):
-            return ResBlock(width, self.dropout, self.norm_groups)(h, emb, train=train)
+            return ResBlock(width, self.dropout, self.norm_groups, dt)(h, emb, train=train)
 
         def attention(h):
-            return AttentionBlock(self.num_heads, self.norm_groups)(h)
+            return AttentionBlock(self.num_heads, self.norm_groups, dt)(h)
 
-        h = nn.Conv(ch0, (3, 3))(x)
+        h = nn.Conv(ch0, (3, 3), dtype=dt)(x)
         skips = [h]
         for level, width in enumerate(self.channels):
             for _ in range(self.num_res_blocks):
@@ -195,7 +209,7 @@ class UNet(nn.Module):
                     h = attention(h)
                 skips.append(h)
             if level < len(self.channels) - 1:
-                h = nn.Conv(width, (3, 3), strides=(2, 2))(h)
+                h = nn.Conv(width, (3, 3), strides=(2, 2), dtype=dt)(h)
                 skips.append(h)
 
         h = block(h, self.channels[-1])
@@ -209,10 +223,10 @@ class UNet(nn.Module):
                     h = attention(h)
             if level > 0:
                 h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)  # nearest neighbour
-                h = nn.Conv(h.shape[-1], (3, 3))(h)
+                h = nn.Conv(h.shape[-1], (3, 3), dtype=dt)(h)
 
-        h = nn.silu(_group_norm(h.shape[-1], self.norm_groups)(h))
-        return nn.Conv(x.shape[-1], (3, 3))(h)
+        h = nn.silu(_group_norm(h.shape[-1], self.norm_groups, dt)(h))
+        return nn.Conv(x.shape[-1], (3, 3), dtype=dt)(h).astype(x.dtype)
 
 
 UNET_MNIST_5M = {"channels": (64, 128, 128), "num_res_blocks": 2, "attention_resolutions": (7,)}

@@ -34,6 +34,8 @@ Examples:
 from dgm_jax.sde.likelihood import (
     LikelihoodInfo,
     bits_per_dim,
+    build_divergence_fn,
+    hutchinson_probes,
     ode_log_likelihood,
     uniform_dequantization_offset,
 )
@@ -92,6 +94,7 @@ __all__ = [
     "adaptive_solver",
     "ancestral",
     "bits_per_dim",
+    "build_divergence_fn",
     "check_times",
     "dopri5",
     "dsm_loss",
@@ -100,6 +103,7 @@ __all__ = [
     "euler",
     "euler_maruyama",
     "heun",
+    "hutchinson_probes",
     "langevin_corrector",
     "marginal_sample",
     "midpoint",
