@@ -121,10 +121,9 @@ def build_divergence_fn(v, x_shape: tuple[int, ...], trace: str, probes: Array |
     check_in("trace", trace, TRACES)
     if len(x_shape) < 2:
         raise ValueError(f"x_shape must be (batch, *event), got {x_shape}")
-    if trace == "hutchinson":
-        if probes is None or tuple(probes.shape[1:]) != tuple(x_shape):
-            got = None if probes is None else probes.shape
-            raise ValueError(f"probes must have shape (num_probes, *{tuple(x_shape)}), got {got}")
+    if trace == "hutchinson" and (probes is None or tuple(probes.shape[1:]) != tuple(x_shape)):
+        got = None if probes is None else probes.shape
+        raise ValueError(f"probes must have shape (num_probes, *{tuple(x_shape)}), got {got}")
     return _divergence_fn(v, x_shape, trace, probes)
 
 
