@@ -22,7 +22,13 @@ from dgm_jax.flows.bijectors import (
     squeeze,
     unsqueeze,
 )
-from dgm_jax.flows.cnf import CNFInfo, build_cnf_nll_loss, cnf_log_prob, cnf_sample
+from dgm_jax.flows.cnf import (
+    CNFInfo,
+    build_cnf_nll_loss,
+    cnf_log_prob,
+    cnf_regularizers,
+    cnf_sample,
+)
 from dgm_jax.flows.matching import (
     AffinePath,
     VelocityFn,
@@ -98,6 +104,7 @@ __all__ = [
     "channel_mask",
     "checkerboard_mask",
     "cnf_log_prob",
+    "cnf_regularizers",
     "cnf_sample",
     "couple",
     "edm_preconditioned",

@@ -43,6 +43,7 @@ __all__ = [
     "CNFInfo",
     "build_cnf_nll_loss",
     "cnf_log_prob",
+    "cnf_regularizers",
     "cnf_sample",
 ]
 
@@ -187,6 +188,62 @@ def cnf_sample(
     return integrate(solver, lambda t, y: v(y, t), z, grid)
 
 
+def cnf_regularizers(
+    key: PRNGKeyArray,
+    field_fn: FieldFn,
+    x: Float[Array, " batch *event"],
+    *,
+    solver: ButcherTableau = rk4,
+    num_steps: int = 20,
+    t0: float = 0.0,
+    t1: float = 1.0,
+) -> tuple[Float[Array, " batch"], Float[Array, " batch"], Float[Array, " batch"]]:
+    """``log p_{t0}(x)`` (exact trace) with RNODE's two path integrals (Finlay et al. 2020).
+
+    Integrated jointly with the flow from ``t0`` to ``t1``: the kinetic energy
+    ``∫ ‖v(x_t, t)‖² dt`` and the Jacobian's squared Frobenius norm ``∫ ‖∂v/∂x‖_F² dt``,
+    the latter as Hutchinson's ``‖(∂v/∂x) ε‖²`` with one Rademacher probe fixed along the
+    path (exact when ``∂v/∂x`` is a multiple of the identity). Penalising them keeps the
+    learned dynamics smooth, so that a few fixed solver steps stay accurate: without them,
+    maximum likelihood through a coarse fixed-step solver can drive the field to regions
+    where the discrete trajectory's log-determinant no longer matches the flow's, and the
+    training NLL falls without bound while the density collapses.
+
+    Returns:
+        ``(log_prob, kinetic, jacobian_frobenius)``, each of shape ``(batch,)``.
+
+    Examples:
+        >>> lp, kin, frob = cnf_regularizers(jax.random.key(0), lambda x, t: 2.0 * x,
+        ...                                  jnp.zeros((3, 2)))
+        >>> float(kin[0]), round(float(frob[0]), 4)  # v = 0 on the path; ‖2I‖_F² = 8
+        (0.0, 8.0)
+    """
+    check_key("key", key)
+    _check_solver(solver)
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (batch, *event), got shape {x.shape}")
+    check_floating("x", x)
+    _check_field(field_fn, x)
+    grid = _grid(solver, t0, t1, num_steps)
+    v = _batched_field(field_fn)
+    field_and_div = build_divergence_fn(v, x.shape, "exact")
+    probe = hutchinson_probes(key, (1, *x.shape), "rademacher", x.dtype)[0]
+    axes = tuple(range(1, x.ndim))
+
+    def f(t, state):
+        y = state[0]
+        velocity, div = field_and_div(y, t)
+        _, jac_probe = jax.jvp(lambda z: v(z, t), (y,), (probe,))
+        kinetic = jnp.sum(velocity**2, axis=axes)
+        frobenius = jnp.sum(jac_probe**2, axis=axes)
+        return velocity, div, kinetic, frobenius
+
+    zeros = jnp.zeros(x.shape[:1], x.dtype)
+    (latent, delta, kinetic, frobenius), _ = integrate(solver, f, (x, zeros, zeros, zeros), grid)
+    return standard_normal_logpdf(latent) + delta, kinetic, frobenius
+
+
 def build_cnf_nll_loss(
     apply_fn: Callable[[object, Array, Array], Array],
     *,
@@ -195,12 +252,17 @@ def build_cnf_nll_loss(
     solver: ButcherTableau = rk4,
     num_steps: int = 10,
     t1: float = 1.0,
+    kinetic_weight: float = 0.0,
+    jacobian_weight: float = 0.0,
 ) -> Callable:
     """Maximum-likelihood loss ``loss_fn(params, key, batch)`` for a CNF on continuous data.
 
     ``apply_fn(params, x, t)`` is the network (e.g. ``TimeConditionedMLP(...).apply``).
     The loss is the mean negative log-likelihood in nats, differentiated through the
-    fixed-step solver (discretise-then-optimise); metrics hold ``"nll"``.
+    fixed-step solver (discretise-then-optimise); metrics hold ``"nll"``. With a positive
+    ``kinetic_weight`` or ``jacobian_weight`` the RNODE penalties of
+    :func:`cnf_regularizers` are added (exact trace; metrics also hold ``"kinetic"`` and
+    ``"jacobian_frobenius"``): use them whenever ``num_steps`` is small.
 
     Examples:
         >>> loss_fn = build_cnf_nll_loss(lambda p, x, t: p * x)
@@ -213,6 +275,27 @@ def build_cnf_nll_loss(
     if not isinstance(solver, ButcherTableau):
         raise TypeError("solver must be a fixed-step ButcherTableau for reverse-mode training")
     check_in("trace", trace, TRACES)
+    for name, weight in (("kinetic_weight", kinetic_weight), ("jacobian_weight", jacobian_weight)):
+        check_number(name, weight)
+        if not weight >= 0:
+            raise ValueError(f"{name} must be >= 0, got {weight}")
+    regularized = kinetic_weight > 0 or jacobian_weight > 0
+    if regularized and trace != "exact":
+        raise ValueError("kinetic_weight/jacobian_weight need trace='exact'")
+
+    def regularized_loss_fn(params, key, batch):
+        lp, kinetic, frobenius = cnf_regularizers(
+            key,
+            lambda x, t: apply_fn(params, x, t),
+            batch,
+            solver=solver,
+            num_steps=num_steps,
+            t1=t1,
+        )
+        nll = -jnp.mean(lp)
+        kinetic, frobenius = jnp.mean(kinetic), jnp.mean(frobenius)
+        loss = nll + kinetic_weight * kinetic + jacobian_weight * frobenius
+        return loss, {"nll": nll, "kinetic": kinetic, "jacobian_frobenius": frobenius}
 
     def loss_fn(params, key, batch):
         lp, _ = cnf_log_prob(
@@ -228,4 +311,4 @@ def build_cnf_nll_loss(
         nll = -jnp.mean(lp)
         return nll, {"nll": nll}
 
-    return loss_fn
+    return regularized_loss_fn if regularized else loss_fn
