@@ -70,7 +70,7 @@ import optax
 
 from dgm_jax import diffusion, train, viz
 from dgm_jax import sde as sdes
-from dgm_jax.data import batch_at
+from dgm_jax.data import make_batch_fn
 from dgm_jax.metrics import frechet_distance_from_features, mnist_net
 from dgm_jax.nn import UNet
 
@@ -693,16 +693,17 @@ def train_model(config: Any, run_dir, data, net, loss_fn, params, key, desc):
             f"batch_size must be <= the {images.shape[0]} training images, got {config.batch_size}"
         )
 
+    raw_batch = make_batch_fn(key_batches, (images, labels), config.batch_size)
+
     @jax.jit
-    def get_batch(images, labels, step):
-        x, y = batch_at(key_batches, (images, labels), config.batch_size, step)
+    def dequantized(x, y, step):
         return dequantize_to_unit_box(jax.random.fold_in(key_deq, step), x), y
 
     return train.fit(
         train.make_step(loss_fn, optimizer),
         train.init_train_state(params, optimizer),
         key_train,
-        lambda step: get_batch(images, labels, jnp.asarray(step, jnp.int32)),
+        lambda step: dequantized(*raw_batch(step), jnp.asarray(step, jnp.int32)),
         config.num_train_steps,
         run_dir=run_dir,
         log_every=config.log_every,

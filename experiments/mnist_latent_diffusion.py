@@ -48,7 +48,7 @@ import numpy as np
 import optax
 
 from dgm_jax import diffusion, train, viz
-from dgm_jax.data import batch_at
+from dgm_jax.data import make_batch_fn
 from dgm_jax.metrics import frechet_distance_from_features, mnist_net
 from dgm_jax.nn import UNet
 from dgm_jax.vae import latent_diffusion as ld
@@ -219,13 +219,13 @@ def train_ddpm(config: Config, net: UNet, loss_fn, data, run_dir, key, name: str
     params = init_params(key_init, net, jnp.zeros((1, *data.shape[1:])), jnp.zeros(1))
     optimizer = _optimizer(config)
     state = train.init_train_state(params, optimizer)
-    get_batch = jax.jit(lambda d, s: batch_at(key_data, d, config.batch_size, s))
+    get_batch = make_batch_fn(key_data, data, config.batch_size)
     started = time.perf_counter()
     result = train.fit(
         train.make_step(loss_fn, optimizer),
         state,
         key_train,
-        lambda s: get_batch(data, s),
+        get_batch,
         config.num_train_steps,
         run_dir=run_dir,
         log_every=config.log_every,

@@ -56,7 +56,7 @@ import numpy as np
 import optax
 
 from dgm_jax import train, viz
-from dgm_jax.data import batch_at, binarize, to_float
+from dgm_jax.data import binarize, make_batch_fn, to_float
 from dgm_jax.nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from dgm_jax.vae import (
     bernoulli_likelihood,
@@ -351,10 +351,10 @@ def _train_model(config, model, x_train, key, run_dir: Path):
     optimizer = optax.adam(schedule)
     state = train.init_train_state(params, optimizer)
     step_fn = train.make_step(_loss_fn(model, config, encoder, decoder), optimizer)
-    get_batch = jax.jit(lambda data, step: batch_at(key_data, data, config.batch_size, step))
+    get_batch = make_batch_fn(key_data, x_train, config.batch_size)
 
     def batch_fn(step: int):
-        return get_batch(x_train, step), jnp.asarray(step, jnp.int32)
+        return get_batch(step), jnp.asarray(step, jnp.int32)
 
     result = train.fit(
         step_fn,

@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from dgm_jax import train, viz
-from dgm_jax.data import batch_at
+from dgm_jax.data import make_batch_fn
 from dgm_jax.nn import VQDecoder, VQEncoder
 from dgm_jax.vae import vq
 from dgm_jax.vae.vqvae import VQVAE, build_vqvae, init_vqvae_train_state, make_vqvae_step
@@ -230,9 +230,8 @@ def train_vqvae(config: Config, run_dir, train_images: np.ndarray, evaluate=None
     optimizer = optax.adam(config.learning_rate)
     state = init_vqvae_train_state(params, vq_state, optimizer)
     step_fn = make_vqvae_step(model, optimizer)
-    get_batch = jax.jit(
-        lambda data, s: batch_at(key_data, data, config.batch_size, s).astype(jnp.float32) / 255.0
-    )
+    raw_batch = make_batch_fn(key_data, images, config.batch_size)
+    to_unit = jax.jit(_to_float)
     eval_fn = None
     if evaluate is not None and config.eval_every > 0:
 
@@ -245,7 +244,7 @@ def train_vqvae(config: Config, run_dir, train_images: np.ndarray, evaluate=None
         step_fn,
         state,
         key_train,
-        lambda s: get_batch(images, s),
+        lambda s: to_unit(raw_batch(s)),
         config.num_train_steps,
         run_dir=run_dir,
         eval_fn=eval_fn,

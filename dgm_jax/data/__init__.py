@@ -17,6 +17,7 @@ from dgm_jax.data.batching import (
     batch_at,
     epoch_batches,
     iterate_batches,
+    make_batch_fn,
     num_batches,
     steps_per_epoch,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "epoch_batches",
     "iterate_batches",
     "load_mnist",
+    "make_batch_fn",
     "num_batches",
     "pinwheel",
     "regime_dataset",

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dgm_jax.data import MNIST, batching
+from dgm_jax.data import MNIST, batch_at, batching, make_batch_fn
 
 N, BATCH = 10, 4  # 2 full batches and a remainder of 2
 
@@ -154,3 +154,20 @@ def test_num_batches():
 def test_rejects_bad_arguments(key, call, error, match):
     with pytest.raises(error, match=match):
         call(key)
+
+
+def test_make_batch_fn_equals_batch_at_across_epochs_and_jumps():
+    """The cached closure gives batch_at's batches for steps in any order (a resumed run
+    jumps into the middle of an epoch; going back an epoch recomputes its permutation)."""
+    key = jax.random.key(3)
+    data = (jnp.arange(23), jnp.arange(23) * 10)
+    batch_fn = make_batch_fn(key, data, 5)  # 4 steps per epoch
+    for step in [0, 1, 2, 3, 4, 9, 5, 2, 14, 13, 0]:
+        want = batch_at(key, data, 5, step)
+        got = batch_fn(step)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(ValueError, match="step"):
+        batch_fn(-1)
+    with pytest.raises(ValueError, match="step"):
+        batch_fn(True)
