@@ -50,11 +50,10 @@ import optax
 from dgm_jax import diffusion, train, viz
 from dgm_jax.data import make_batch_fn
 from dgm_jax.metrics import frechet_distance_from_features, mnist_net
-from dgm_jax.nn import UNet
+from dgm_jax.nn import UNet, init_params
 from dgm_jax.vae import latent_diffusion as ld
 from dgm_jax.vae.vqvae import vqvae_latent_fns
 from experiments import mnist_vqvae
-from experiments.mnist_diffusion import init_params
 
 NAME = "mnist_latent_diffusion"
 

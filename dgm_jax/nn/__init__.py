@@ -1,6 +1,7 @@
 """Flax linen building blocks shared by the model families."""
 
 from dgm_jax.nn.embeddings import GaussianFourierEmbedding, sinusoidal_embedding
+from dgm_jax.nn.init import init_params
 from dgm_jax.nn.mlp import MLP, TimeConditionedMLP
 from dgm_jax.nn.unet import UNET_MNIST_5M, AttentionBlock, ResBlock, UNet
 from dgm_jax.nn.vae_nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
@@ -21,5 +22,6 @@ __all__ = [
     "UNet",
     "VQDecoder",
     "VQEncoder",
+    "init_params",
     "sinusoidal_embedding",
 ]
