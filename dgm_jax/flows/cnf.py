@@ -95,6 +95,18 @@ def _check_field(field_fn, x) -> None:
         )
 
 
+def _check_inputs(key, field_fn, x, solver, t0, t1, num_steps) -> tuple[Array, Array]:
+    """Validate the arguments shared by the log-density functions; ``(x, time grid)``."""
+    check_key("key", key)
+    _check_solver(solver)
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (batch, *event), got shape {x.shape}")
+    check_floating("x", x)
+    _check_field(field_fn, x)
+    return x, _grid(solver, t0, t1, num_steps)
+
+
 def cnf_log_prob(
     key: PRNGKeyArray,
     field_fn: FieldFn,
@@ -132,17 +144,10 @@ def cnf_log_prob(
         >>> lp.shape
         (3,)
     """
-    check_key("key", key)
     check_in("trace", trace, TRACES)
     check_in("probe", probe, PROBES)
     check_int("num_probes", num_probes, minimum=1)
-    _check_solver(solver)
-    x = jnp.asarray(x)
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (batch, *event), got shape {x.shape}")
-    check_floating("x", x)
-    _check_field(field_fn, x)
-    grid = _grid(solver, t0, t1, num_steps)
+    x, grid = _check_inputs(key, field_fn, x, solver, t0, t1, num_steps)
     probes = None
     if trace == "hutchinson":
         probes = hutchinson_probes(key, (num_probes, *x.shape), probe, x.dtype)
@@ -218,14 +223,7 @@ def cnf_regularizers(
         >>> float(kin[0]), round(float(frob[0]), 4)  # v = 0 on the path; ‖2I‖_F² = 8
         (0.0, 8.0)
     """
-    check_key("key", key)
-    _check_solver(solver)
-    x = jnp.asarray(x)
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (batch, *event), got shape {x.shape}")
-    check_floating("x", x)
-    _check_field(field_fn, x)
-    grid = _grid(solver, t0, t1, num_steps)
+    x, grid = _check_inputs(key, field_fn, x, solver, t0, t1, num_steps)
     v = _batched_field(field_fn)
     field_and_div = build_divergence_fn(v, x.shape, "exact")
     probe = hutchinson_probes(key, (1, *x.shape), "rademacher", x.dtype)[0]

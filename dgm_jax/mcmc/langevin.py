@@ -144,6 +144,16 @@ def build_mala_kernel() -> Callable:
     return kernel
 
 
+def _algorithm(kernel: Callable, logdensity_fn: Callable, step_size: Any) -> SamplingAlgorithm:
+    """Validate the settings and close ``kernel`` over them as ``(init, step)``."""
+    check_logdensity_fn(logdensity_fn)
+    check_step_size(step_size)
+    return SamplingAlgorithm(
+        lambda position: init(position, logdensity_fn),
+        lambda key, state: kernel(key, state, logdensity_fn, step_size),
+    )
+
+
 def ula(logdensity_fn: Callable[[Any], Any], step_size: Any) -> SamplingAlgorithm:
     """Unadjusted Langevin algorithm (no Metropolis correction; O(step_size) bias).
 
@@ -163,13 +173,7 @@ def ula(logdensity_fn: Callable[[Any], Any], step_size: Any) -> SamplingAlgorith
         >>> kernel = ula(lambda x: -0.5 * jnp.sum(x**2), step_size=0.05)
         >>> state, info = kernel.step(jax.random.key(0), kernel.init(jnp.zeros(2)))
     """
-    check_logdensity_fn(logdensity_fn)
-    check_step_size(step_size)
-    kernel = build_ula_kernel()
-    return SamplingAlgorithm(
-        lambda position: init(position, logdensity_fn),
-        lambda key, state: kernel(key, state, logdensity_fn, step_size),
-    )
+    return _algorithm(build_ula_kernel(), logdensity_fn, step_size)
 
 
 def mala(logdensity_fn: Callable[[Any], Any], step_size: Any) -> SamplingAlgorithm:
@@ -192,10 +196,4 @@ def mala(logdensity_fn: Callable[[Any], Any], step_size: Any) -> SamplingAlgorit
         >>> kernel = mala(lambda x: -0.5 * jnp.sum(x**2), step_size=0.5)
         >>> state, info = kernel.step(jax.random.key(0), kernel.init(jnp.zeros(2)))
     """
-    check_logdensity_fn(logdensity_fn)
-    check_step_size(step_size)
-    kernel = build_mala_kernel()
-    return SamplingAlgorithm(
-        lambda position: init(position, logdensity_fn),
-        lambda key, state: kernel(key, state, logdensity_fn, step_size),
-    )
+    return _algorithm(build_mala_kernel(), logdensity_fn, step_size)

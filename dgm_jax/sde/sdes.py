@@ -142,22 +142,11 @@ def _check_eps(eps: float, T: float) -> None:
         raise ValueError(f"eps must be smaller than T = {T}, got eps={eps}")
 
 
-def vp_sde(beta_min: float = 0.1, beta_max: float = 20.0, *, eps: float = 1e-5) -> SDE:
-    """The variance-preserving SDE (Song et al. 2021, eq. 11), the limit of DDPM.
+def _linear_beta_sde(beta_min: float, beta_max: float, eps: float, *, sub_vp: bool) -> SDE:
+    """VP (``sub_vp=False``) or sub-VP SDE with ``β(t) = β_min + t (β_max − β_min)`` on [0, 1].
 
-    ``dx = -½ β(t) x dt + sqrt(β(t)) dw`` with ``β(t) = β_min + t (β_max - β_min)`` on
-    ``[0, 1]``; ``m(t) = exp(-½ ∫_0^t β)``, ``s(t)² = 1 - m(t)²``; prior ``N(0, I)``.
-
-    Args:
-        beta_min: ``β(0) > 0``.
-        beta_max: ``β(1) > beta_min``.
-        eps: smallest time used by samplers and likelihoods.
-
-    Examples:
-        >>> sde = vp_sde()
-        >>> m, s = sde.marginal_fn(jnp.array([0.0, 1.0]))
-        >>> [round(float(v), 4) for v in m], [round(float(v), 4) for v in s]
-        ([1.0, 0.0066], [0.0, 1.0])
+    Both share ``m(t) = exp(-½ ∫_0^t β)``; VP has ``g = sqrt(β)`` and ``s = sqrt(1 − m²)``,
+    sub-VP ``g = sqrt(β (1 − m⁴))`` and ``s = 1 − m²``.
     """
     check_positive("beta_min", beta_min)
     check_positive("beta_max", beta_max)
@@ -175,11 +164,14 @@ def vp_sde(beta_min: float = 0.1, beta_max: float = 20.0, *, eps: float = 1e-5) 
         return -0.5 * _per_example(beta(t), x) * x
 
     def diffusion_fn(t):
+        if sub_vp:  # exp(-2 ∫β) = m⁴
+            return jnp.sqrt(beta(t) * -jnp.expm1(4.0 * log_mean_coeff(t)))
         return jnp.sqrt(beta(t))
 
     def marginal_fn(t):
         lm = log_mean_coeff(jnp.asarray(t))
-        return jnp.exp(lm), jnp.sqrt(-jnp.expm1(2.0 * lm))
+        one_minus_m2 = -jnp.expm1(2.0 * lm)
+        return jnp.exp(lm), one_minus_m2 if sub_vp else jnp.sqrt(one_minus_m2)
 
     sample_fn, logp_fn = _normal_prior(1.0)
     return SDE(
@@ -192,6 +184,26 @@ def vp_sde(beta_min: float = 0.1, beta_max: float = 20.0, *, eps: float = 1e-5) 
         1.0,
         eps,
     )
+
+
+def vp_sde(beta_min: float = 0.1, beta_max: float = 20.0, *, eps: float = 1e-5) -> SDE:
+    """The variance-preserving SDE (Song et al. 2021, eq. 11), the limit of DDPM.
+
+    ``dx = -½ β(t) x dt + sqrt(β(t)) dw`` with ``β(t) = β_min + t (β_max - β_min)`` on
+    ``[0, 1]``; ``m(t) = exp(-½ ∫_0^t β)``, ``s(t)² = 1 - m(t)²``; prior ``N(0, I)``.
+
+    Args:
+        beta_min: ``β(0) > 0``.
+        beta_max: ``β(1) > beta_min``.
+        eps: smallest time used by samplers and likelihoods.
+
+    Examples:
+        >>> sde = vp_sde()
+        >>> m, s = sde.marginal_fn(jnp.array([0.0, 1.0]))
+        >>> [round(float(v), 4) for v in m], [round(float(v), 4) for v in s]
+        ([1.0, 0.0066], [0.0, 1.0])
+    """
+    return _linear_beta_sde(beta_min, beta_max, eps, sub_vp=False)
 
 
 def subvp_sde(beta_min: float = 0.1, beta_max: float = 20.0, *, eps: float = 1e-5) -> SDE:
@@ -206,40 +218,7 @@ def subvp_sde(beta_min: float = 0.1, beta_max: float = 20.0, *, eps: float = 1e-
         >>> bool(s < jnp.sqrt(1 - m**2))
         True
     """
-    check_positive("beta_min", beta_min)
-    check_positive("beta_max", beta_max)
-    if not beta_min < beta_max:
-        raise ValueError(f"need beta_min < beta_max, got {beta_min} and {beta_max}")
-    _check_eps(eps, 1.0)
-
-    def beta(t):
-        return beta_min + t * (beta_max - beta_min)
-
-    def log_mean_coeff(t):
-        return -0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min
-
-    def drift_fn(x, t):
-        return -0.5 * _per_example(beta(t), x) * x
-
-    def diffusion_fn(t):
-        # exp(-2 ∫β) = exp(4 log m)
-        return jnp.sqrt(beta(t) * -jnp.expm1(4.0 * log_mean_coeff(t)))
-
-    def marginal_fn(t):
-        lm = log_mean_coeff(jnp.asarray(t))
-        return jnp.exp(lm), -jnp.expm1(2.0 * lm)
-
-    sample_fn, logp_fn = _normal_prior(1.0)
-    return SDE(
-        drift_fn,
-        diffusion_fn,
-        marginal_fn,
-        sample_fn,
-        logp_fn,
-        lambda n: uniform_time_grid(1.0, eps, n),
-        1.0,
-        eps,
-    )
+    return _linear_beta_sde(beta_min, beta_max, eps, sub_vp=True)
 
 
 def ve_sde(sigma_min: float = 0.01, sigma_max: float = 50.0, *, eps: float = 1e-5) -> SDE:
