@@ -56,6 +56,7 @@ from dgm_jax.mcmc.base import (
     init_value_and_grad,
     tree_where,
 )
+from dgm_jax.mcmc.counter_rng import threefry2x32, uniform_from_words
 from dgm_jax.mcmc.hmc import _check_settings, _num_dims
 from dgm_jax.mcmc.integrators import Integrator, IntegratorState, velocity_verlet
 from dgm_jax.mcmc.mass_matrix import Metric, build_metric, check_inverse_mass_matrix
@@ -126,50 +127,11 @@ def _is_turning(velocity_a: Any, velocity_b: Any, momentum_sum: Any) -> Any:
     return (jnp.dot(velocity_a, momentum_sum) <= 0) | (jnp.dot(velocity_b, momentum_sum) <= 0)
 
 
-# Threefry-2x32 with 20 rounds (Salmon et al. 2011, table 4): rotation constants of the
-# eight rounds between key injections and the key-schedule parity constant.
-_THREEFRY_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
-_THREEFRY_PARITY = 0x1BD11BDA
-
 # Below this many dimensions the U-turn dot products against the (max_depth, d)
 # checkpoints are unrolled over coordinates: XLA then fuses them into one elementwise
 # kernel, where a reduction over a minor axis of size 2 was the most expensive
 # operation of a leaf on CPU.
 _UNROLL_MAX_DIMS = 8
-
-
-def _threefry2x32(key_words: Any, counter_hi: Any, counter_lo: Any) -> tuple[Any, Any]:
-    """Threefry-2x32-20 of the counter ``(counter_hi, counter_lo)`` under ``key_words``.
-
-    Args:
-        key_words: ``(2,)`` uint32 key.
-        counter_hi, counter_lo: uint32 arrays (broadcast together).
-
-    Returns:
-        The two uint32 output words.
-    """
-    k0, k1 = key_words[0], key_words[1]
-    schedule = (k0, k1, k0 ^ k1 ^ jnp.uint32(_THREEFRY_PARITY))
-    x0, x1 = counter_hi + k0, counter_lo + k1
-    for injection in range(1, 6):
-        offset = 4 * ((injection - 1) % 2)
-        for r in _THREEFRY_ROTATIONS[offset : offset + 4]:
-            x0 = x0 + x1
-            x1 = (x1 << jnp.uint32(r)) | (x1 >> jnp.uint32(32 - r))
-            x1 = x1 ^ x0
-        x0 = x0 + schedule[injection % 3]
-        x1 = x1 + schedule[(injection + 1) % 3] + jnp.uint32(injection)
-    return x0, x1
-
-
-def _uniform(words: tuple[Any, Any], dtype: Any) -> Any:
-    """``U[0, 1)`` draws from random uint32 words: 24 random bits (float32), or 53 bits
-    from both words as float64 when ``dtype`` has 64 bits."""
-    word_a, word_b = words
-    if jnp.finfo(dtype).bits > 32:
-        high = (word_a >> jnp.uint32(5)).astype(dtype) * 2.0**-27
-        return high + (word_b >> jnp.uint32(6)).astype(dtype) * 2.0**-53
-    return (word_a >> jnp.uint32(8)).astype(jnp.float32) * jnp.float32(2.0**-24)
 
 
 def nuts_transition(
@@ -200,13 +162,15 @@ def nuts_transition(
     # before the loop, and each leaf's uniform one iteration ahead, in the loop state.
     key_words = jax.random.bits(key_tree, (2,), jnp.uint32)
     doubling_counter = jnp.uint32(2**31) + jnp.arange(max_tree_depth, dtype=jnp.uint32)
-    merge_uniforms = _uniform(_threefry2x32(key_words, doubling_counter, jnp.uint32(0)), dtype)
-    direction_words = _threefry2x32(key_words, doubling_counter, jnp.uint32(1))[0]
+    merge_uniforms = uniform_from_words(
+        threefry2x32(key_words, doubling_counter, jnp.uint32(0)), dtype
+    )
+    direction_words = threefry2x32(key_words, doubling_counter, jnp.uint32(1))[0]
     directions = jnp.where(direction_words >= jnp.uint32(2**31), 1, -1)
 
-    def leaf_uniform(depth, leaf_index):
+    def leafuniform_from_words(depth, leaf_index):
         counter = (depth.astype(jnp.uint32), leaf_index.astype(jnp.uint32))
-        return _uniform(_threefry2x32(key_words, *counter), dtype)
+        return uniform_from_words(threefry2x32(key_words, *counter), dtype)
 
     def dot_rows(rows, vector):
         """``rows @ vector`` for ``(max_depth, d)`` rows."""
@@ -264,7 +228,7 @@ def nuts_transition(
                 is_turning=is_turning,
                 is_divergent=is_divergent,
                 sum_acceptance=s.sum_acceptance + jnp.minimum(1.0, jnp.exp(log_w)),
-                uniform=leaf_uniform(depth, n + 1),
+                uniform=leafuniform_from_words(depth, n + 1),
             )
 
         empty = _Subtree(
@@ -278,7 +242,7 @@ def nuts_transition(
             is_turning=jnp.zeros((), bool),
             is_divergent=jnp.zeros((), bool),
             sum_acceptance=jnp.zeros((), dtype),
-            uniform=leaf_uniform(depth, jnp.int32(0)),
+            uniform=leafuniform_from_words(depth, jnp.int32(0)),
         )
         return jax.lax.while_loop(cond, body, empty)
 

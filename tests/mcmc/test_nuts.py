@@ -178,7 +178,7 @@ def test_nuts_skewed_target(key):
 )
 def test_threefry_known_answers(key_words, counter, expected):
     """The tree's counter-based generator is the standard Threefry-2x32-20."""
-    from dgm_jax.mcmc.nuts import _threefry2x32
+    from dgm_jax.mcmc.counter_rng import threefry2x32 as _threefry2x32
 
     words = _threefry2x32(
         jnp.asarray(key_words, jnp.uint32), jnp.uint32(counter[0]), jnp.uint32(counter[1])
@@ -190,7 +190,8 @@ def test_leaf_uniforms_are_uniform():
     """Counter-based U[0, 1) draws: 2^16 of them have mean 1/2 and variance 1/12 within
     5 standard errors (SE of the mean sqrt(1/12/N), of the variance sqrt(1/180/N)), and
     stay below 1."""
-    from dgm_jax.mcmc.nuts import _threefry2x32, _uniform
+    from dgm_jax.mcmc.counter_rng import threefry2x32 as _threefry2x32
+    from dgm_jax.mcmc.counter_rng import uniform_from_words as _uniform
 
     n = 2**16
     words = _threefry2x32(
