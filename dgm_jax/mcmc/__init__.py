@@ -9,7 +9,9 @@ Kernels are factories returning ``SamplingAlgorithm(init, step)`` with
   ``yoshida``, or your own table with ``generate_integrator``.
 * Warmup (:mod:`dgm_jax.mcmc.adaptation`): ``dual_averaging``, ``welford_covariance``,
   ``window_adaptation``.
-* Many chains (:mod:`dgm_jax.mcmc.driver`): ``sample``; convergence diagnostics
+* Many chains (:mod:`dgm_jax.mcmc.driver`): ``sample``, with the ordinary ``lax.scan``
+  loop or, for many chains on a GPU, ``backend=FusedBackend()``
+  (:mod:`dgm_jax.mcmc.fused`); convergence diagnostics
   (:mod:`dgm_jax.mcmc.diagnostics`): ``summary``, ``ess``, ``split_rhat``, ...; test
   targets with known moments (:mod:`dgm_jax.mcmc.targets`). Their public names (each
   module's ``__all__``) are re-exported here.
@@ -23,7 +25,7 @@ Examples:
     >>> state, info = jax.jit(kernel.step)(jax.random.key(0), state)
 """
 
-from dgm_jax.mcmc import diagnostics, driver, targets
+from dgm_jax.mcmc import diagnostics, driver, fused, targets
 from dgm_jax.mcmc.adaptation import (
     AdaptationAlgorithm,
     DualAveraging,
@@ -38,6 +40,7 @@ from dgm_jax.mcmc.adaptation import (
 from dgm_jax.mcmc.base import SamplingAlgorithm
 from dgm_jax.mcmc.diagnostics import *  # noqa: F403  (its __all__)
 from dgm_jax.mcmc.driver import *  # noqa: F403
+from dgm_jax.mcmc.fused import FusedBackend, FusionError
 from dgm_jax.mcmc.hmc import HMCInfo, HMCState, hmc
 from dgm_jax.mcmc.integrators import (
     Integrator,
@@ -57,6 +60,8 @@ __all__ = [
     "AdaptationAlgorithm",
     "DualAveraging",
     "DualAveragingState",
+    "FusedBackend",
+    "FusionError",
     "HMCInfo",
     "HMCState",
     "Integrator",
@@ -87,6 +92,7 @@ __all__ = [
     "yoshida",
     "diagnostics",
     "driver",
+    "fused",
     "targets",
     *diagnostics.__all__,
     *driver.__all__,

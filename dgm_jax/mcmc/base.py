@@ -34,16 +34,47 @@ from jax.flatten_util import ravel_pytree
 
 from dgm_jax._validate import check_positive, is_traced
 
-__all__ = ["Kernel", "SamplingAlgorithm"]
+__all__ = ["FusionSpec", "Kernel", "SamplingAlgorithm"]
 
 Kernel = Callable[..., tuple[Any, Any]]
 
 
+class FusionSpec:
+    """What the fused GPU backend needs to rebuild a kernel: its algorithm and settings.
+
+    Kernels built by :func:`~dgm_jax.mcmc.hmc`, :func:`~dgm_jax.mcmc.mala`,
+    :func:`~dgm_jax.mcmc.ula` and :func:`~dgm_jax.mcmc.rwm` carry one in
+    ``SamplingAlgorithm.fusion``; ``unsupported`` says why a setting cannot be fused
+    (``None`` when it can). Compared and hashed by identity, so kernels stay usable as
+    cache keys.
+    """
+
+    def __init__(
+        self,
+        algorithm: str,
+        logdensity_fn: Callable,
+        params: dict[str, Any],
+        state_type: type,
+        info_type: type,
+        unsupported: str | None = None,
+    ) -> None:
+        self.algorithm = algorithm
+        self.logdensity_fn = logdensity_fn
+        self.params = dict(params)
+        self.state_type = state_type
+        self.info_type = info_type
+        self.unsupported = unsupported
+
+    def __repr__(self) -> str:
+        return f"FusionSpec({self.algorithm!r}, params={sorted(self.params)})"
+
+
 class SamplingAlgorithm(NamedTuple):
-    """An MCMC algorithm as a pair of pure functions."""
+    """An MCMC algorithm as a pair of pure functions (plus, optionally, a fusion spec)."""
 
     init: Callable[[Any], Any]  # position pytree -> State
     step: Callable[[Any, Any], tuple[Any, Any]]  # (key, State) -> (State, Info)
+    fusion: FusionSpec | None = None  # for driver.sample(..., backend="fused")
 
 
 def check_logdensity_fn(logdensity_fn: Any) -> None:

@@ -36,7 +36,9 @@ Examples:
 from __future__ import annotations
 
 import functools
+import math
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -47,6 +49,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dgm_jax._validate import check_int, check_key
+from dgm_jax.mcmc.fused.algorithms import build_algorithm, counter_calls
+from dgm_jax.mcmc.fused.backend import FusedBackend, build_fused_runner
+from dgm_jax.mcmc.fused.lanes import FusionError
 from dgm_jax.train import checkpoint as ckpt
 
 __all__ = ["CHAIN_AXIS", "SampleResult", "chain_mesh", "sample"]
@@ -212,6 +217,48 @@ def _build_runner(
     )
 
 
+_cached_fused_runner = functools.lru_cache(maxsize=32)(build_fused_runner)
+
+
+def _fused_runner(
+    kernel: Any,
+    positions: Any,
+    num_chains: int,
+    thin: int,
+    total_steps: int,
+    mesh: Mesh | None,
+    backend: FusedBackend,
+    fallback: bool,
+) -> tuple[Callable, Callable] | None:
+    """The fused runner, or ``None`` (with a warning) when it cannot fuse and ``fallback``."""
+    one_chain = lambda x: jax.ShapeDtypeStruct(np.shape(x)[1:], jnp.result_type(x))  # noqa: E731
+    example = jax.tree_util.tree_map(one_chain, positions)
+    try:
+        # Build the lane program now (not at the first trace) so errors surface here.
+        alg = build_algorithm(kernel.fusion, example, max_ops=backend.max_ops)
+    except FusionError as err:
+        if not fallback:
+            raise
+        warnings.warn(
+            f"the fused backend cannot run this kernel ({err}); falling back to the "
+            "ordinary backend as fallback=True asks",
+            stacklevel=3,
+        )
+        return None
+    if backend.rng == "counter" and total_steps * counter_calls(alg) >= 2**32:
+        raise ValueError(
+            f"{total_steps} steps exceed the counter space of the fused backend's generator "
+            f"({math.floor(2**32 / counter_calls(alg))} steps for this kernel); "
+            "run fewer steps per call"
+        )
+    args = (kernel, num_chains, thin, mesh, backend)
+    try:
+        hash(args)
+    except TypeError:
+        return build_fused_runner(*args)
+    return _cached_fused_runner(*args)
+
+
 def _meta(num_chains: int, thin: int, num_warmup: int, key: Any) -> np.ndarray:
     data = np.asarray(jax.random.key_data(key) if _is_typed_key(key) else key).reshape(-1)
     return np.concatenate([[num_chains, thin, num_warmup], data.astype(np.int64)]).astype(np.int64)
@@ -245,6 +292,8 @@ def sample(
     mesh: Mesh | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 0,
+    backend: FusedBackend | None = None,
+    fallback: bool = False,
 ) -> SampleResult:
     """Run ``num_chains`` chains of ``kernel`` and return the draws.
 
@@ -284,6 +333,14 @@ def sample(
             all local devices when there are several.
         checkpoint_dir: folder for resumable checkpoints, or ``None``.
         checkpoint_every: draws per checkpoint segment (0: one segment).
+        backend: ``None`` for the ``lax.scan`` loop above, or a
+            :class:`~dgm_jax.mcmc.fused.FusedBackend` to run the whole segment inside
+            one Pallas kernel per block of chains (HMC, MALA, ULA and random-walk
+            Metropolis with float32 positions; see :mod:`dgm_jax.mcmc.fused`).
+            Checkpointing, resuming and sharding over a mesh work the same way; the
+            progress bar moves once per segment.
+        fallback: with a fused ``backend``, run the ordinary loop (with a warning)
+            instead of raising when the kernel or its log density cannot be fused.
 
     Returns:
         ``SampleResult(samples, infos, final_state)``: ``samples`` has leaves
@@ -296,6 +353,8 @@ def sample(
             density, bad counts, chains not divisible by the devices, or a checkpoint
             folder that holds a different run.
         TypeError: a kernel without ``init``/``step``, a non-key ``key``.
+        FusionError: (a ``ValueError``) a fused ``backend`` that cannot run this kernel
+            or log density, unless ``fallback``.
     """
     check_key("key", key)
     _check_kernel(kernel)
@@ -305,6 +364,12 @@ def sample(
     check_int("checkpoint_every", checkpoint_every, minimum=0)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {progress!r}")
+    if backend is not None and not isinstance(backend, FusedBackend):
+        raise TypeError(
+            f"backend must be None or a dgm_jax.mcmc.FusedBackend, got {type(backend).__name__}"
+        )
+    if not isinstance(fallback, bool):
+        raise TypeError(f"fallback must be a bool, got {fallback!r}")
     total_steps = num_warmup + num_samples * thin
     if progress_every is None:
         progress_every = max(1, total_steps // 100)
@@ -360,13 +425,28 @@ def sample(
         )
 
     bar = _Progress(total_steps, step_done) if progress else None
-    runner_args = (kernel, num_chains, thin, sharding, bar.update if bar else None, progress_every)
-    try:
-        hash(runner_args)
-    except TypeError:  # a kernel holding arrays: build without the cache
-        run_warmup, run_draws = _build_runner.__wrapped__(*runner_args)
+    fused = None
+    if backend is not None:
+        fused = _fused_runner(
+            kernel, positions, num_chains, thin, total_steps, mesh, backend, fallback
+        )
+    if fused is not None:
+        run_warmup, run_draws = fused
     else:
-        run_warmup, run_draws = _build_runner(*runner_args)
+        runner_args = (
+            kernel,
+            num_chains,
+            thin,
+            sharding,
+            bar.update if bar else None,
+            progress_every,
+        )
+        try:
+            hash(runner_args)
+        except TypeError:  # a kernel holding arrays: build without the cache
+            run_warmup, run_draws = _build_runner.__wrapped__(*runner_args)
+        else:
+            run_warmup, run_draws = _build_runner(*runner_args)
 
     def save(step: int) -> None:
         if checkpoint_dir is None:
@@ -382,6 +462,8 @@ def sample(
             states = run_warmup(key, states, step_done, num_steps=num_warmup - step_done)
             step_done = num_warmup
             save(step_done)
+            if bar is not None and fused is not None:
+                bar.update(step_done)
         segment = checkpoint_every if checkpoint_every else num_samples
         while draws_done < num_samples:
             n = min(segment, num_samples - draws_done)
@@ -394,6 +476,8 @@ def sample(
             draws_done += n
             step_done += n * thin
             save(step_done)
+            if bar is not None and fused is not None:
+                bar.update(step_done)
     finally:
         if bar is not None:
             bar.close()

@@ -26,6 +26,7 @@ from jax.flatten_util import ravel_pytree
 
 from dgm_jax._validate import check_int, check_number, check_positive
 from dgm_jax.mcmc.base import (
+    FusionSpec,
     SamplingAlgorithm,
     check_logdensity_fn,
     check_step_size,
@@ -235,4 +236,21 @@ def hmc(
                 key, state, logdensity_fn, step_size, inverse_mass_matrix, num_integration_steps
             )
 
-    return SamplingAlgorithm(init_fn, step_fn)
+    unsupported = None
+    if jitter_step_size > 0.0 or jitter_num_steps:
+        unsupported = "HMC with jitter_step_size or jitter_num_steps"
+    fusion = FusionSpec(
+        "hmc",
+        logdensity_fn,
+        {
+            "step_size": step_size,
+            "inverse_mass_matrix": inverse_mass_matrix,
+            "num_integration_steps": num_integration_steps,
+            "coefficients": integrator.coefficients,
+            "divergence_threshold": divergence_threshold,
+        },
+        HMCState,
+        HMCInfo,
+        unsupported,
+    )
+    return SamplingAlgorithm(init_fn, step_fn, fusion)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from dgm_jax.mcmc.base import (
+    FusionSpec,
     SamplingAlgorithm,
     check_logdensity_fn,
     check_step_size,
@@ -144,13 +145,16 @@ def build_mala_kernel() -> Callable:
     return kernel
 
 
-def _algorithm(kernel: Callable, logdensity_fn: Callable, step_size: Any) -> SamplingAlgorithm:
+def _algorithm(
+    name: str, kernel: Callable, logdensity_fn: Callable, step_size: Any
+) -> SamplingAlgorithm:
     """Validate the settings and close ``kernel`` over them as ``(init, step)``."""
     check_logdensity_fn(logdensity_fn)
     check_step_size(step_size)
     return SamplingAlgorithm(
         lambda position: init(position, logdensity_fn),
         lambda key, state: kernel(key, state, logdensity_fn, step_size),
+        FusionSpec(name, logdensity_fn, {"step_size": step_size}, LangevinState, LangevinInfo),
     )
 
 
@@ -173,7 +177,7 @@ def ula(logdensity_fn: Callable[[Any], Any], step_size: Any) -> SamplingAlgorith
         >>> kernel = ula(lambda x: -0.5 * jnp.sum(x**2), step_size=0.05)
         >>> state, info = kernel.step(jax.random.key(0), kernel.init(jnp.zeros(2)))
     """
-    return _algorithm(build_ula_kernel(), logdensity_fn, step_size)
+    return _algorithm("ula", build_ula_kernel(), logdensity_fn, step_size)
 
 
 def mala(logdensity_fn: Callable[[Any], Any], step_size: Any) -> SamplingAlgorithm:
@@ -196,4 +200,4 @@ def mala(logdensity_fn: Callable[[Any], Any], step_size: Any) -> SamplingAlgorit
         >>> kernel = mala(lambda x: -0.5 * jnp.sum(x**2), step_size=0.5)
         >>> state, info = kernel.step(jax.random.key(0), kernel.init(jnp.zeros(2)))
     """
-    return _algorithm(build_mala_kernel(), logdensity_fn, step_size)
+    return _algorithm("mala", build_mala_kernel(), logdensity_fn, step_size)

@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 
 from dgm_jax._validate import check_positive, is_traced
 from dgm_jax.mcmc.base import (
+    FusionSpec,
     SamplingAlgorithm,
     check_logdensity_fn,
     init_value,
@@ -129,4 +130,5 @@ def rwm(logdensity_fn: Callable[[Any], Any], scale: Any) -> SamplingAlgorithm:
     def step_fn(key, state):
         return kernel(key, state, logdensity_fn, scale)
 
-    return SamplingAlgorithm(init_fn, step_fn)
+    fusion = FusionSpec("rwm", logdensity_fn, {"scale": scale}, RWMState, RWMInfo)
+    return SamplingAlgorithm(init_fn, step_fn, fusion)
