@@ -1,4 +1,5 @@
-"""MCMC throughput: our HMC, MALA and NUTS against BlackJAX (and NumPyro's NUTS).
+"""MCMC throughput: our HMC, MALA and NUTS against BlackJAX (and NumPyro's NUTS), and our fused
+Pallas backend for HMC and MALA.
 
 Side by side in one process, on the same target, from the same initial positions
 (exact draws, so the chains are stationary and no warm-up is needed), with the same
@@ -11,6 +12,16 @@ measured separately (``lower().compile()``); the run time is the best of
 NumPyro's NUTS runs through its own ``MCMC(..., chain_method="vectorized")`` with
 adaptation switched off (its compile time is the first run minus the second).
 
+The fused backend (``dgm_jax.mcmc.FusedBackend``, HMC and MALA only) runs the same
+kernel through the driver's fused runner (``build_fused_runner``: one Pallas kernel per
+block of chains for the whole run), jit-compiled the same way, once per random-number
+mode (``--fused counter,predrawn``). It writes every coordinate and the Info of every
+step, more than the scan harness keeps. For its rows we also report the memory traffic
+it needs (draws and Info written; with predrawn noise also the noise written and read)
+and an estimate of its arithmetic (lane operations of the unrolled log density and
+gradient) as fractions of the device's nominal peaks. On a CPU the Pallas kernels run
+in interpret mode: those numbers only show that the path works.
+
 Reported per (algorithm, target, chains): samples/s, gradient evaluations/s, ESS/s
 (bulk ESS of the first coordinate), the ratio of each to BlackJAX's, compile time,
 and the mean acceptance rate of both with a z-score (a cross-check that both sample
@@ -20,6 +31,8 @@ Usage::
 
     python benchmarks/mcmc_throughput/run.py --quick            # CPU, a few minutes
     python benchmarks/mcmc_throughput/run.py --chains 1,1024,65536,1048576   # GPU
+    python benchmarks/mcmc_throughput/run.py --cases hmc-banana,mala-banana,hmc-funnel,mala-funnel \
+        --chains 1024,65536,1048576 --no-numpyro              # GPU, fused backend goal
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgm_jax.mcmc import diagnostics, targets
+from dgm_jax.mcmc.fused import FusedBackend, build_algorithm, build_fused_runner
 from dgm_jax.mcmc.hmc import hmc as our_hmc
 from dgm_jax.mcmc.langevin import mala as our_mala
 from dgm_jax.mcmc.nuts import nuts as our_nuts
@@ -51,6 +65,16 @@ CASES = {
     "mala-banana": ("mala", "banana", {"step_size": 0.1}),
     "nuts-banana": ("nuts", "banana", {"step_size": 0.3}),
     "nuts-gaussian50": ("nuts", "gaussian50", {"step_size": 0.15}),
+    "hmc-funnel": ("hmc", "funnel10", {"step_size": 0.1, "num_integration_steps": 10}),
+    "mala-funnel": ("mala", "funnel10", {"step_size": 0.02}),
+}
+FUSABLE = ("hmc", "mala")
+
+# Nominal peaks (NVIDIA data sheets): HBM bandwidth in bytes/s, FP32 (non-tensor) flop/s.
+PEAKS = {
+    "H100 PCIe": (2.0e12, 51.2e12),
+    "H100": (3.35e12, 66.9e12),
+    "H200": (4.8e12, 66.9e12),
 }
 
 # Steps per run: fewer for many chains so each run takes about the same time.
@@ -74,7 +98,20 @@ def make_target(name: str) -> targets.Target:
         return targets.banana()
     if name == "gaussian50":
         return targets.correlated_gaussian(50, rho=0.9)
+    if name == "funnel10":
+        return targets.funnel(dim=10)
     raise ValueError(name)
+
+
+def our_kernel(algo: str, target: targets.Target, settings: dict) -> Any:
+    h = settings["step_size"]
+    if algo == "hmc":
+        return our_hmc(
+            target.logdensity_fn, h, jnp.ones(target.dim), settings["num_integration_steps"]
+        )
+    if algo == "mala":
+        return our_mala(target.logdensity_fn, h)
+    return our_nuts(target.logdensity_fn, h, jnp.ones(target.dim))
 
 
 def build_kernel(lib: str, algo: str, target: targets.Target, settings: dict) -> Any:
@@ -82,12 +119,7 @@ def build_kernel(lib: str, algo: str, target: targets.Target, settings: dict) ->
     inv_mass = jnp.ones(target.dim)
     h = settings["step_size"]
     if lib == "ours":
-        if algo == "hmc":
-            k = our_hmc(target.logdensity_fn, h, inv_mass, settings["num_integration_steps"])
-        elif algo == "mala":
-            k = our_mala(target.logdensity_fn, h)
-        else:
-            k = our_nuts(target.logdensity_fn, h, inv_mass)
+        k = our_kernel(algo, target, settings)
         if algo == "mala":
             return k.init, k.step, lambda info: jnp.ones_like(info.acceptance_rate)
         return k.init, k.step, lambda info: info.num_integration_steps
@@ -137,6 +169,62 @@ def prepare(lib: str, algo: str, target, settings, positions, num_steps: int, ke
         "num_steps": num_steps,
         "best": math.inf,
         "out": None,
+    }
+
+
+def prepare_fused(rng: str, algo, target, settings, positions, num_steps: int, key) -> dict:
+    """Compile the fused backend's run of our kernel (``rng``: counter or predrawn)."""
+    kernel = our_kernel(algo, target, settings)
+    num_chains = positions.shape[0]
+    states = jax.jit(jax.vmap(kernel.init))(positions)
+    _, draws = build_fused_runner(kernel, num_chains, 1, None, FusedBackend(rng=rng))
+
+    def run(key, states):
+        states, samples, infos = draws(key, states, 0, num_draws=num_steps)
+        grads = jnp.sum(infos.num_integration_steps.astype(jnp.float32))
+        return states, samples[:, :, 0], infos.acceptance_rate.mean(axis=1), grads
+
+    runner = jax.jit(run)
+    t0 = time.perf_counter()
+    compiled = runner.lower(key, states).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(key, states))
+    alg = build_algorithm(kernel.fusion, positions[0])
+    return {
+        "lib": f"fused-{rng}",
+        "fn": compiled,
+        "args": (key, states),
+        "compile_s": compile_s,
+        "num_chains": num_chains,
+        "num_steps": num_steps,
+        "best": math.inf,
+        "out": None,
+        "algorithm": alg,
+        "rng": rng,
+    }
+
+
+def roofline(run: dict, summary: dict, device_kind: str) -> dict:
+    """Memory traffic and arithmetic the fused run needs, against the device's peaks."""
+    alg = run["algorithm"]
+    steps = run["num_chains"] * run["num_steps"]
+    # Per chain and step: the draw (d floats) and three Info words written; predrawn
+    # noise is written by the generator and read by the kernel (slots floats each way).
+    per_step = 4 * (alg.num_dims + 3)
+    if run["rng"] == "predrawn":
+        per_step += 2 * 4 * (alg.num_normals + int(alg.uses_uniform))
+    bytes_per_s = per_step * steps / run["best"]
+    flops_per_s = alg.lane_ops_per_step * steps / run["best"]
+    peak = next((v for k, v in PEAKS.items() if k in device_kind), None)
+    return {
+        "bytes_per_step": per_step,
+        "bytes_per_s": bytes_per_s,
+        "lane_ops_per_step": alg.lane_ops_per_step,
+        "flops_per_s_estimate": flops_per_s,
+        "peak_bandwidth": None if peak is None else peak[0],
+        "peak_fp32_flops": None if peak is None else peak[1],
+        "bandwidth_fraction": None if peak is None else bytes_per_s / peak[0],
+        "fp32_peak_fraction": None if peak is None else flops_per_s / peak[1],
     }
 
 
@@ -242,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-numpyro", action="store_true")
     parser.add_argument(
+        "--fused",
+        default="counter,predrawn",
+        help="random-number modes of the fused backend to run for HMC/MALA ('' for none)",
+    )
+    parser.add_argument(
         "--max-gaussian50-chains",
         type=int,
         default=None,
@@ -285,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
                 prepare(lib, algo, target, settings, positions, num_steps, run_key)
                 for lib in ("ours", "blackjax")
             ]
+            if algo in FUSABLE:
+                runs += [
+                    prepare_fused(rng, algo, target, settings, positions, num_steps, run_key)
+                    for rng in args.fused.split(",")
+                    if rng
+                ]
             # Interleave the repeats so that load from other processes hits both alike;
             # the best of the repeats is the least disturbed run.
             for _ in range(args.repeats):
@@ -292,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                     time_once(run)
                 if min(run["best"] for run in runs) > 10.0:  # long runs: noise is small
                     break
-            ours, bj = (finish(run) for run in runs)
+            ours, bj = finish(runs[0]), finish(runs[1])
             row = {
                 "case": case,
                 "algorithm": algo,
@@ -305,6 +404,12 @@ def main(argv: list[str] | None = None) -> int:
                 "blackjax": bj,
                 "vs_blackjax": compare(ours, bj),
             }
+            for run in runs[2:]:
+                fused = finish(run)
+                row[run["lib"]] = fused
+                row[f"{run['lib']}_vs_blackjax"] = compare(fused, bj)
+                row[f"{run['lib']}_vs_ours"] = compare(fused, ours)
+                row[f"{run['lib']}_roofline"] = roofline(run, fused, device.device_kind)
             if algo == "nuts" and versions["numpyro"] and not args.no_numpyro:
                 npy = time_numpyro(target, settings, positions, num_steps, args.repeats, run_key)
                 row["numpyro"] = npy

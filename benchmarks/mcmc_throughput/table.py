@@ -42,6 +42,35 @@ def format_table(result: dict) -> str:
             f"| {ours['compile_s']:.1f} / {peer['compile_s']:.1f} "
             f"| {_ratio(row, 'numpyro', 'samples_per_s_ratio')} |"
         )
+    fused_rows = [
+        (row, mode)
+        for row in result["measurements"]
+        for mode in ("counter", "predrawn")
+        if f"fused-{mode}" in row
+    ]
+    if fused_rows:
+        lines += [
+            "",
+            "Fused backend (one Pallas kernel per block of chains):",
+            "",
+            "| case | chains | steps | rng | samples/s | vs BlackJAX | vs ours (scan) "
+            "| acceptance fused / BlackJAX (z) | compile s | bandwidth | FP32 peak (est.) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row, mode in fused_rows:
+            lib = f"fused-{mode}"
+            fused, roof = row[lib], row[f"{lib}_roofline"]
+            vs_bj, vs_ours = row[f"{lib}_vs_blackjax"], row[f"{lib}_vs_ours"]
+            bw, fp = roof["bandwidth_fraction"], roof["fp32_peak_fraction"]
+            lines.append(
+                f"| {row['case']} | {row['num_chains']:,} | {row['num_steps']} | {mode} "
+                f"| {fused['samples_per_s']:.3g} | {vs_bj['samples_per_s_ratio']:.2f}× "
+                f"| {vs_ours['samples_per_s_ratio']:.2f}× "
+                f"| {fused['acceptance']:.3f} / {row['blackjax']['acceptance']:.3f} "
+                f"({vs_bj['acceptance_z']:+.1f}) | {fused['compile_s']:.1f} "
+                f"| {'-' if bw is None else f'{100 * bw:.1f}%'} "
+                f"| {'-' if fp is None else f'{100 * fp:.1f}%'} |"
+            )
     return "\n".join(lines)
 
 
