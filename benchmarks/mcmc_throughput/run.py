@@ -156,6 +156,11 @@ def prepare(lib: str, algo: str, target, settings, positions, num_steps: int, ke
     num_chains = positions.shape[0]
     states = jax.jit(jax.vmap(init))(positions)
     runner = make_runner(step, grads_fn, num_chains, num_steps)
+    return compile_run(lib, runner, key, states, num_steps)
+
+
+def compile_run(lib: str, runner, key, states, num_steps: int, **extra) -> dict:
+    """Compile ``runner(key, states)`` (timed), run it once, and return the run record."""
     t0 = time.perf_counter()
     compiled = runner.lower(key, states).compile()
     compile_s = time.perf_counter() - t0
@@ -165,10 +170,11 @@ def prepare(lib: str, algo: str, target, settings, positions, num_steps: int, ke
         "fn": compiled,
         "args": (key, states),
         "compile_s": compile_s,
-        "num_chains": num_chains,
+        "num_chains": jax.tree_util.tree_leaves(states)[0].shape[0],
         "num_steps": num_steps,
         "best": math.inf,
         "out": None,
+        **extra,
     }
 
 
@@ -184,24 +190,8 @@ def prepare_fused(rng: str, algo, target, settings, positions, num_steps: int, k
         grads = jnp.sum(infos.num_integration_steps.astype(jnp.float32))
         return states, samples[:, :, 0], infos.acceptance_rate.mean(axis=1), grads
 
-    runner = jax.jit(run)
-    t0 = time.perf_counter()
-    compiled = runner.lower(key, states).compile()
-    compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(key, states))
     alg = build_algorithm(kernel.fusion, positions[0])
-    return {
-        "lib": f"fused-{rng}",
-        "fn": compiled,
-        "args": (key, states),
-        "compile_s": compile_s,
-        "num_chains": num_chains,
-        "num_steps": num_steps,
-        "best": math.inf,
-        "out": None,
-        "algorithm": alg,
-        "rng": rng,
-    }
+    return compile_run(f"fused-{rng}", jax.jit(run), key, states, num_steps, algorithm=alg, rng=rng)
 
 
 def roofline(run: dict, summary: dict, device_kind: str) -> dict:

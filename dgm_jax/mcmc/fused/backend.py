@@ -83,6 +83,11 @@ class FusedBackend:
             (longer runs are cut into several launches).
         max_ops: limit on the number of lane operations of the unrolled log density.
 
+    The fused path pays for many chains (tens of thousands and more) of low-dimensional
+    targets (up to about 16 dimensions) on a GPU. Beyond a few tens of dimensions, for
+    dense mass matrices or log densities over large data, or for a few chains, the
+    ordinary driver (``backend=None``) is the better choice.
+
     Examples:
         >>> FusedBackend(rng="predrawn", block_size=128)
         FusedBackend(rng='predrawn', block_size=128, interpret=None, num_warps=None, ...)
@@ -361,10 +366,14 @@ def build_fused_runner(
         return fn(meta, rng_input, pos, lp, grad)
 
     def draws_per_launch(alg, num_draws, thin):
-        if options.rng == "counter":
-            return num_draws
-        per_step = noise_slots(alg) * padded * 4
-        return int(max(1, min(num_draws, options.noise_bytes // (per_step * thin))))
+        # Element offsets inside a kernel are 32-bit: keep each output (draws, d, chains)
+        # and each noise array (steps, slots, chains) below 2**31 elements.
+        limit = (2**31 - 1) // (alg.num_dims * padded)
+        if options.rng == "predrawn":
+            per_step = noise_slots(alg) * padded
+            limit = min(limit, options.noise_bytes // (4 * per_step * thin))
+            limit = min(limit, (2**31 - 1) // (per_step * thin))
+        return int(max(1, min(num_draws, limit)))
 
     def advance(key, states, first_step, num_draws, thin, write):
         positions = states.position
