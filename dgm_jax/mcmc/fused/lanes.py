@@ -46,10 +46,12 @@ are pairwise trees in another order than XLA's, so results agree to rounding. Li
 skip zero coefficients, so a non-finite entry does not spread ``0 · inf = nan`` to outputs
 that do not depend on it.
 
-Not every emitted primitive has a Pallas Triton lowering rule: in jax 0.10.2 ``erf``,
-``erfc``, ``lgamma``, ``digamma``, ``igamma`` and ``round`` have none (``erf_inv`` does),
-so a log density using them on lane values unrolls here but fails when the kernel is
-lowered for the GPU; interpret mode runs it.
+Not every emitted primitive has a Pallas Triton lowering rule: in jax 0.10.2 ``lgamma``,
+``digamma``, ``igamma`` and ``round`` have none (``erf_inv`` does), so a log density using
+them on lane values unrolls here but fails when the kernel is lowered for the GPU;
+interpret mode runs it. ``erf`` and ``erfc`` have none either; on float32 lanes they are
+replayed as elementwise formulas (relative error about 1e-7, see ``_FLOAT32_FORMULAS``),
+so probit and normal-CDF models (``jax.scipy.stats.norm.logcdf``) fuse.
 
 Cost: every entry of every array becomes its own lane operation, so a program grows with the
 dimension ``d`` (and as ``d²`` for dense matrix-vector products, where every coefficient is a
@@ -893,6 +895,56 @@ def _live_tape(unroller: _Unroller, out_leaves: Sequence[np.ndarray]):
     return ops, outs
 
 
+# erf and erfc have no Pallas Triton lowering (jax 0.10.2): in float32 the tape replays
+# them as elementwise formulas. erfc: the Chebyshev fit of Press et al. (Numerical
+# Recipes, 2nd ed., §6.2, "erfcc"), fractional error < 1.2e-7 for x >= 0, and
+# erfc(-x) = 2 - erfc(x). erf: its Maclaurin series x·(2/√π)·Σ (-x²)^n / (n! (2n+1)) for
+# |x| < 1/2 (6 terms: the next is < 3e-8 relative), else sign(x)·(1 - erfc(|x|)).
+_ERFC_FIT = (
+    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277,
+)  # fmt: skip
+_ERF_SERIES = tuple(
+    2.0 / math.sqrt(math.pi) * (-1.0) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(6)
+)
+
+
+def _horner(coefficients: Sequence[float], t: jax.Array) -> jax.Array:
+    """``c0 + c1 t + c2 t² + ...`` by Horner's rule."""
+    acc = jnp.full_like(t, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        acc = acc * t + c
+    return acc
+
+
+def _erfc_nonnegative(z: jax.Array) -> jax.Array:
+    t = 1.0 / (1.0 + 0.5 * z)
+    return t * jnp.exp(-z * z + _horner(_ERFC_FIT, t))
+
+
+def _erfc_lanes(x: jax.Array) -> jax.Array:
+    r = _erfc_nonnegative(jnp.abs(x))
+    return jnp.where(x >= 0, r, 2.0 - r)
+
+
+def _erf_lanes(x: jax.Array) -> jax.Array:
+    z = jnp.abs(x)
+    series = x * _horner(_ERF_SERIES, x * x)
+    tail = jnp.where(x >= 0, 1.0, -1.0) * (1.0 - _erfc_nonnegative(z))
+    return jnp.where(z < 0.5, series, tail)
+
+
+_FLOAT32_FORMULAS = {"erf": _erf_lanes, "erfc": _erfc_lanes}
+
+
+def _bind_fn(prim: Any, args: Sequence[Any]) -> Callable:
+    """``prim.bind``, or the elementwise formula replacing it on float32 lanes."""
+    formula = _FLOAT32_FORMULAS.get(prim.name)
+    if formula is not None and all(jnp.result_type(a) == jnp.float32 for a in args):
+        return lambda x, **_: formula(x)
+    return prim.bind
+
+
 def _replay(ops: Sequence[tuple], num_inputs: int, dtype: Any, out_leaves, out_dtypes, tree):
     """The function ``xs -> outputs`` that emits the tape on ``(B,)`` arrays."""
 
@@ -914,9 +966,8 @@ def _replay(ops: Sequence[tuple], num_inputs: int, dtype: Any, out_leaves, out_d
 
         vals = [x if x.dtype == dtype else x.astype(dtype) for x in map(jnp.asarray, xs)]
         for prim, args, params in ops:
-            vals.append(
-                prim.bind(*[vals[a] if isinstance(a, int) else const(a) for a in args], **params)
-            )
+            operands = [vals[a] if isinstance(a, int) else const(a) for a in args]
+            vals.append(_bind_fn(prim, operands)(*operands, **params))
         leaves = []
         for leaf, out_dtype in zip(out_leaves, out_dtypes, strict=True):
             flat = leaf.reshape(-1)
