@@ -42,7 +42,10 @@ one H100 in float32 (FACTS.md measured ~14k images/s for a 5.8M twin); sampling 
 samplers × (10 + 20 + 50 + 100 + 250 + 1000) NFE × 5,000 images is about 2.1·10⁷ image
 evaluations, 8–12 minutes; bits/dim on 256 images with 100 RK4 steps about a minute.
 On 2 CPU cores the default config would take days: use ``--smoke`` or much smaller
-settings there.
+settings there. Measured on 2 CPU cores: channels (16, 32, 32), one residual block,
+6,000 steps of batch 64 (0.28M parameters, 6.4 epochs) trained in 43 minutes; its
+samples are stroke-like, not yet digits (FID-LeNet 149–273 on 300 samples, floor 11.9),
+1.18 ± 0.09 bits/dim on 64 test images (``benchmarks/results/mnist_diffusion-cpu-*.json``).
 
 Example:
     python -m experiments run mnist_diffusion
