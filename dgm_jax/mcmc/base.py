@@ -177,8 +177,12 @@ def metropolis_accept(key: Any, log_ratio: Any) -> tuple[Any, Any]:
 
     A NaN log ratio (a proposal where the log density is NaN) is rejected.
     """
+    u = jax.random.uniform(key, jnp.shape(log_ratio), dtype=jnp.result_type(log_ratio))
+    return metropolis_test(log_ratio, u)
+
+
+def metropolis_test(log_ratio: Any, uniform: Any) -> tuple[Any, Any]:
+    """:func:`metropolis_accept` on a given ``U[0, 1)`` draw (elementwise; NaN rejected)."""
     log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
     acceptance = jnp.minimum(1.0, jnp.exp(log_ratio))
-    u = jax.random.uniform(key, (), dtype=jnp.result_type(log_ratio))
-    is_accepted = jnp.log(u) < log_ratio
-    return acceptance, is_accepted
+    return acceptance, jnp.log(uniform) < log_ratio

@@ -26,6 +26,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -35,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from dgm_jax.mcmc.base import FusionSpec
+from dgm_jax.mcmc.base import FusionSpec, metropolis_test
 from dgm_jax.mcmc.fused.lanes import FusionError, lane_value, lane_value_and_grad
 
 __all__ = ["FusedAlgorithm", "LaneInfo", "LaneState", "build_algorithm"]
@@ -119,13 +120,6 @@ def _sum(lanes: Sequence[Any]) -> Any:
     for lane in lanes[1:]:
         acc = acc + lane
     return acc
-
-
-def _metropolis(log_ratio: Any, uniform: Any) -> tuple[Any, Any]:
-    """Same test as ``dgm_jax.mcmc.base.metropolis_accept`` on given uniforms."""
-    log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-    acceptance = jnp.minimum(1.0, jnp.exp(log_ratio))
-    return acceptance, jnp.log(uniform) < log_ratio
 
 
 def _select(accepted: Any, new: LaneState, old: LaneState) -> LaneState:
@@ -244,7 +238,7 @@ def _hmc(spec: FusionSpec, num_dims: int, dtype: Any, max_ops: int) -> FusedAlgo
         )
         energy1 = -logdensity + kinetic_energy(momentum)
         energy_error = energy1 - energy0
-        acceptance, accepted = _metropolis(-energy_error, uniform)
+        acceptance, accepted = metropolis_test(-energy_error, uniform)
         divergent = ~(jnp.abs(energy_error) <= threshold)
         new = _select(accepted, LaneState(position, logdensity, grad), state)
         return new, LaneInfo(acceptance, energy_error, _flags(accepted, divergent))
@@ -307,7 +301,7 @@ def _langevin(spec: FusionSpec, num_dims: int, dtype: Any, max_ops: int) -> Fuse
             + log_transition(state, proposal)
             - log_transition(proposal, state)
         )
-        acceptance, accepted = _metropolis(log_ratio, uniform)
+        acceptance, accepted = metropolis_test(log_ratio, uniform)
         new = _select(accepted, proposal, state)
         return new, LaneInfo(acceptance, -log_ratio, _flags(accepted, divergent))
 
@@ -346,7 +340,7 @@ def _rwm(spec: FusionSpec, num_dims: int, dtype: Any, max_ops: int) -> FusedAlgo
         )
         logdensity = value(position)
         log_ratio = logdensity - state.logdensity
-        acceptance, accepted = _metropolis(log_ratio, uniform)
+        acceptance, accepted = metropolis_test(log_ratio, uniform)
         new = _select(accepted, LaneState(position, logdensity, None), state)
         divergent = jnp.zeros_like(accepted)
         return new, LaneInfo(acceptance, -log_ratio, _flags(accepted, divergent))
@@ -402,7 +396,15 @@ def build_algorithm(
         raise FusionError(
             f"the fused backend samples float32 positions, got {sorted(map(str, dtypes))}"
         )
-    zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), position)
+    shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), position)
+    leaves, treedef = jax.tree_util.tree_flatten(shapes)
+    return _build_cached(spec, treedef, tuple(leaves), max_ops)
+
+
+@functools.lru_cache(maxsize=64)
+def _build_cached(spec: FusionSpec, treedef: Any, leaves: tuple, max_ops: int) -> FusedAlgorithm:
+    """The lane form, built once per kernel spec, position shapes and ``max_ops``."""
+    zeros = jax.tree_util.tree_unflatten(treedef, [np.zeros(x.shape, x.dtype) for x in leaves])
     flat, unravel = ravel_pytree(zeros)
     logdensity_fn = spec.logdensity_fn
     flat_spec = FusionSpec(

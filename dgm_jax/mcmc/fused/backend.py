@@ -58,7 +58,6 @@ from dgm_jax.mcmc.fused.algorithms import (
     counter_calls,
     noise_slots,
 )
-from dgm_jax.mcmc.fused.lanes import FusionError
 
 __all__ = ["FusedBackend", "build_fused_runner"]
 
@@ -295,20 +294,10 @@ def build_fused_runner(
     block = _block_size(options, local, interpret)
     local_padded = -(-local // block) * block
     padded = local_padded * num_devices
-    algorithms: dict[Any, FusedAlgorithm] = {}
-
-    def algorithm_for(example: Any) -> FusedAlgorithm:
-        shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), example)
-        signature = (jax.tree_util.tree_structure(shapes), tuple(jax.tree_util.tree_leaves(shapes)))
-        if signature not in algorithms:
-            algorithms[signature] = build_algorithm(spec, shapes, max_ops=options.max_ops)
-        return algorithms[signature]
 
     def to_columns(tree: Any) -> Any:
         """``(C, *event)`` pytree -> ``(d, padded)`` columns (padding repeats chain 0)."""
         flat = jax.vmap(lambda x: ravel_pytree(x)[0])(tree)
-        if flat.dtype != jnp.float32:
-            raise FusionError(f"the fused backend samples float32 positions, got {flat.dtype}")
         if padded > num_chains:
             flat = jnp.concatenate([flat, jnp.repeat(flat[:1], padded - num_chains, 0)])
         return flat.T
@@ -379,7 +368,7 @@ def build_fused_runner(
         positions = states.position
         example = jax.tree_util.tree_map(lambda x: x[0], positions)
         _, unravel = ravel_pytree(example)
-        alg = algorithm_for(example)
+        alg = build_algorithm(spec, example, max_ops=options.max_ops)  # cached
         pos = to_columns(positions)
         lp = to_columns(states.logdensity[:, None])
         grad = to_columns(states.logdensity_grad) if alg.uses_grad else jnp.zeros((1,))
